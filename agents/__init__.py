@@ -1,0 +1,1 @@
+"""tether.agents: the SDK for writing agents (tools, agents, context, messages, handoffs)."""

@@ -1,0 +1,36 @@
+"""Engine configuration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    """Everything that shapes one engine replica.
+
+    Example::
+
+        EngineConfig(model="default", num_kv_blocks=2048, max_num_batched_tokens=512)
+
+    ``num_kv_blocks=None`` sizes the pool from ``kv_cache_memory_gb``.
+    ``queue_policy`` orders waiting requests: ``fcfs`` (request arrival) or
+    ``program-fcfs`` (a request inherits its program's first arrival).
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = "default"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    block_size: int = Field(default=16, ge=1)
+    num_kv_blocks: int | None = Field(default=None, ge=1)
+    kv_cache_memory_gb: float = Field(default=1.0, gt=0)
+    max_num_batched_tokens: int = Field(default=512, ge=1, description="per-step token budget")
+    max_num_seqs: int = Field(default=64, ge=1)
+    max_model_len: int | None = Field(default=None, ge=1, description="default: the model's own")
+    enable_prefix_caching: bool = True
+    queue_policy: Literal["fcfs", "program-fcfs"] = "fcfs"
+    eviction_policy: Literal["lru"] = "lru"
+    seed: int = 0

@@ -1,0 +1,195 @@
+"""The async engine: ``async for out in engine.generate(request)``.
+
+One background task runs ``EngineCore.step`` in a worker thread (torch
+releases the GIL, so the event loop stays responsive) and routes outputs to
+per-request queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import torch
+
+from tether.engine.clock import Clock
+from tether.engine.config import EngineConfig
+from tether.engine.core import EngineCore, kv_block_bytes
+from tether.engine.events import Listener
+from tether.engine.model import PagedCausalLM
+from tether.engine.model_loader import load_model
+from tether.engine.request import Request, RequestOutput
+from tether.engine.runner import ModelRunner
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class EngineError(RuntimeError):
+    """The engine failed while serving this request (the message says why)."""
+
+
+def _eos_ids(hf_model, tokenizer) -> tuple[int, ...]:
+    ids: set[int] = set()
+    for src in (getattr(hf_model, "generation_config", None), hf_model.config):
+        e = getattr(src, "eos_token_id", None) if src is not None else None
+        if isinstance(e, int):
+            ids.add(e)
+        elif e:
+            ids.update(e)
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return tuple(sorted(ids))
+
+
+def build_core(config: EngineConfig, hf_model: torch.nn.Module, tokenizer: Any = None,
+               clock: Clock | None = None) -> EngineCore:
+    """An ``EngineCore`` running ``hf_model`` (already loaded) through our paged forward."""
+    model = PagedCausalLM(hf_model)
+    if config.block_size & (config.block_size - 1):
+        raise ValueError(f"block_size must be a power of two, got {config.block_size}")
+    num_blocks = config.num_kv_blocks
+    if num_blocks is None:
+        per_block = kv_block_bytes(model.num_layers, config.block_size, model.num_kv_heads, model.head_dim,
+                                   model.dtype)
+        num_blocks = max(1, int(config.kv_cache_memory_gb * 2**30 // per_block))
+    model_len = hf_model.config.max_position_embeddings
+    if config.max_model_len is not None:
+        if config.max_model_len > model_len:
+            raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's {model_len}")
+        model_len = config.max_model_len
+    runner = ModelRunner(model, num_blocks, config.block_size, seed=config.seed)
+    return EngineCore(config, runner, num_blocks, model_len, hf_model.config.vocab_size, tokenizer,
+                      _eos_ids(hf_model, tokenizer), clock)
+
+
+class Engine:
+    """One inference replica with an asyncio API.
+
+    Example::
+
+        engine = Engine(EngineConfig(model="default"))
+        req = Request(messages=[{"role": "user", "content": "Hi!"}], sampling=SamplingParams(max_tokens=32))
+        async for out in engine.generate(req):
+            print(out.text, end="")
+    """
+
+    def __init__(self, config: EngineConfig | None = None, *, hf_model: torch.nn.Module | None = None,
+                 tokenizer: Any = None, core: EngineCore | None = None):
+        self.config = config or EngineConfig()
+        self.model_path: Path | None = None
+        if core is None:
+            if hf_model is None:
+                loaded = load_model(self.config.model, _DTYPES[self.config.dtype], self.config.device)
+                hf_model, tokenizer, self.model_path = loaded.hf_model, loaded.tokenizer, loaded.path
+            core = build_core(self.config, hf_model, tokenizer)
+        self.core = core
+        self.tokenizer = core.tokenizer
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-step")
+        self._loop_task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self._closed = False
+
+    # ---- public API --------------------------------------------------------------
+    async def generate(self, request: Request) -> AsyncIterator[RequestOutput]:
+        """Stream the request's outputs; the last has ``finished=True`` and ``metrics``.
+
+        Raises ``RequestRejected`` (a ``ValueError``) for a request that can never
+        run, and ``EngineError`` if the engine fails while serving it. Closing
+        or cancelling the iterator aborts the request and frees its blocks.
+        """
+        if self._closed:
+            raise EngineError("the engine is closed")
+        self._ensure_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[request.request_id] = queue
+        try:
+            self.core.add_request(request)
+        except BaseException:
+            self._queues.pop(request.request_id, None)
+            raise
+        self._wake.set()
+        finished = False
+        try:
+            while not finished:
+                out = await queue.get()
+                if isinstance(out, BaseException):
+                    raise out
+                finished = out.finished
+                if out.finish_reason == "error":
+                    raise EngineError(out.error or "engine error")
+                yield out
+        finally:
+            self._queues.pop(request.request_id, None)
+            if not finished:
+                self.core.abort(request.request_id)
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a request; its stream ends with ``finish_reason="abort"``."""
+        out = self.core.abort(request_id)
+        if out is not None:
+            self._deliver([out])
+
+    def pin(self, program_id: str, ttl_s: float) -> int:
+        """Keep ``program_id``'s last finished KV referenced for ``ttl_s`` seconds."""
+        n = self.core.pin(program_id, ttl_s)
+        if n and self._wake is not None:
+            self._wake.set()  # so the loop starts watching expiry
+        return n
+
+    def release(self, program_id: str) -> bool:
+        """End ``program_id``'s pin now."""
+        return self.core.release(program_id)
+
+    def end_program(self, program_id: str) -> None:
+        """The program has ended: release its KV pin and forget it."""
+        self.core.end_program(program_id)
+
+    def stats(self) -> dict[str, Any]:
+        return self.core.stats()
+
+    def add_listener(self, listener: Listener) -> None:
+        self.core.add_listener(listener)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._executor.shutdown(wait=True)
+
+    # ---- the step loop -----------------------------------------------------------
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._wake = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            q = self._queues.get(out.request_id)
+            if q is not None:
+                q.put_nowait(out)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.core.has_work():
+                self._wake.clear()
+                timeout = 0.25 if self.core.kv.pins else None  # pins expire even when idle
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except asyncio.TimeoutError:
+                    self.core.expire_pins()
+                continue
+            try:
+                outputs = await loop.run_in_executor(self._executor, self.core.step)
+            except Exception as e:  # never leave a caller waiting forever
+                for q in self._queues.values():
+                    q.put_nowait(EngineError(f"engine loop failed: {e}"))
+                raise
+            self._deliver(outputs)

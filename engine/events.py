@@ -1,0 +1,39 @@
+"""Engine events, for tracing and replay: one listener hook receives them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+EVENT_KINDS = ("queued", "scheduled", "prefill_chunk", "first_token", "finished", "prefix_hit",
+               "preempted", "pin", "pin_hit", "expiry", "release", "eviction")
+
+
+@dataclass
+class EngineEvent:
+    kind: str
+    time: float
+    request_id: str | None = None
+    program_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Listener = Callable[[EngineEvent], None]
+
+
+class EventBus:
+    """Calls every registered listener; a no-op when none is registered."""
+
+    def __init__(self):
+        self._listeners: list[Listener] = []
+
+    def add(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, kind: str, time: float, request_id: str | None = None,
+             program_id: str | None = None, **data: Any) -> None:
+        if not self._listeners:
+            return
+        ev = EngineEvent(kind, time, request_id, program_id, data)
+        for fn in self._listeners:
+            fn(ev)

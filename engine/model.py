@@ -1,0 +1,97 @@
+"""Our forward pass for Llama-family decoders over transformers-loaded weights.
+
+The layers' weights and submodules (projections, RMSNorm, SwiGLU MLP, rotary
+frequencies) are transformers' own, so numerics match its forward; attention
+and KV writes go through ``tether.kernels`` so they read the paged cache.
+Covers Llama, Mistral (no sliding window), Qwen2 (qkv bias) and SmolLM.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tether.engine.attention import AttentionMetadata
+from tether.kernels import paged_attention, store_kv
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class PagedCausalLM:
+    """Runs a transformers causal LM step by step over a paged KV cache.
+
+    Example::
+
+        model = PagedCausalLM(hf_model)
+        kv = model.allocate_kv_cache(num_blocks=256, block_size=16)
+        logits = model.forward(input_ids, positions, meta, kv, logits_indices)
+    """
+
+    def __init__(self, hf_model: torch.nn.Module):
+        cfg = hf_model.config
+        if cfg.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"model_type {cfg.model_type!r} is not supported; tether runs "
+                             f"{', '.join(SUPPORTED_MODEL_TYPES)} (Llama-family decoders)")
+        if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) \
+                and cfg.sliding_window < cfg.max_position_embeddings:
+            raise ValueError("sliding-window attention is not supported yet")
+        self.hf = hf_model
+        self.config = cfg
+        self.inner = hf_model.model
+        self.layers = list(self.inner.layers)
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.scale = self.head_dim ** -0.5
+        rotary = self.inner.rotary_emb
+        self.inv_freq = rotary.inv_freq.float()
+        self.attention_scaling = float(getattr(rotary, "attention_scaling", 1.0))
+        p = next(hf_model.parameters())
+        self.dtype, self.device = p.dtype, p.device
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def allocate_kv_cache(self, num_blocks: int, block_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        shape = (num_blocks, block_size, self.num_kv_heads, self.head_dim)
+        return [(torch.zeros(shape, dtype=self.dtype, device=self.device),
+                 torch.zeros(shape, dtype=self.dtype, device=self.device)) for _ in self.layers]
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [T, 1, head_dim] exactly as transformers computes them (fp32, then cast)."""
+        freqs = positions[:, None].float() * self.inv_freq.to(positions.device)[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * self.attention_scaling).to(self.dtype)[:, None, :]
+        sin = (emb.sin() * self.attention_scaling).to(self.dtype)[:, None, :]
+        return cos, sin
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+                logits_indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [len(logits_indices), vocab] (all rows when None) for one flattened step."""
+        h = self.inner.embed_tokens(input_ids)
+        cos, sin = self.rope(positions)
+        T = input_ids.shape[0]
+        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches):
+            attn = layer.self_attn
+            x = layer.input_layernorm(h)
+            q = attn.q_proj(x).view(T, self.num_heads, self.head_dim)
+            k = attn.k_proj(x).view(T, self.num_kv_heads, self.head_dim)
+            v = attn.v_proj(x).view(T, self.num_kv_heads, self.head_dim)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+            o = paged_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
+                                meta.seq_lens, self.scale)
+            h = h + attn.o_proj(o.reshape(T, self.num_heads * self.head_dim))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        if logits_indices is not None:
+            h = h[logits_indices]
+        h = self.inner.norm(h)
+        return self.hf.lm_head(h).float()

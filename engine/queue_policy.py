@@ -1,0 +1,58 @@
+"""Order of waiting requests (and of preemption victims): a small policy interface."""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+
+from tether.engine.sequence import Sequence
+
+
+class QueuePolicy(ABC):
+    """``key(seq)``: smaller runs first and is preempted last."""
+
+    def __init__(self):
+        self._seq_no = itertools.count()
+        self._order: dict[str, int] = {}
+
+    def on_arrival(self, seq: Sequence) -> None:
+        self._order[seq.request_id] = next(self._seq_no)
+
+    def on_finish(self, seq: Sequence) -> None:
+        self._order.pop(seq.request_id, None)
+
+    def forget_program(self, program_id: str) -> None:
+        """The program has ended."""
+
+    @abstractmethod
+    def key(self, seq: Sequence) -> tuple: ...
+
+
+class RequestFCFS(QueuePolicy):
+    """First come, first served by request arrival: what a vLLM user gets."""
+
+    def key(self, seq: Sequence) -> tuple:
+        return (seq.arrival_time, self._order.get(seq.request_id, 0))
+
+
+class ProgramFCFS(QueuePolicy):
+    """A request inherits its program's first arrival time, so a program's later
+    turns are not queued behind programs that started after it (Continuum)."""
+
+    def __init__(self):
+        super().__init__()
+        self.program_arrival: dict[str, float] = {}
+
+    def on_arrival(self, seq: Sequence) -> None:
+        super().on_arrival(seq)
+        if seq.program_id is not None:
+            seq.priority_time = self.program_arrival.setdefault(seq.program_id, seq.arrival_time)
+
+    def forget_program(self, program_id: str) -> None:
+        self.program_arrival.pop(program_id, None)
+
+    def key(self, seq: Sequence) -> tuple:
+        return (seq.priority_time, seq.arrival_time, self._order.get(seq.request_id, 0))
+
+
+QUEUE_POLICIES = {"fcfs": RequestFCFS, "program-fcfs": ProgramFCFS}

@@ -1,0 +1,92 @@
+"""What crosses the engine's boundary: requests in, outputs and metrics out."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tether.engine.sampling import SamplingParams
+
+
+class Request(BaseModel):
+    """One LLM call.
+
+    Example::
+
+        Request(messages=[{"role": "user", "content": "Hi"}],
+                sampling=SamplingParams(max_tokens=32), program_id="agent-7")
+
+    Give either ``prompt_token_ids`` or ``messages`` (rendered with the model's
+    chat template). ``program_id`` ties the turns of one agent program together
+    (program FCFS, pins); ``is_last_turn`` says no further turn will follow.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    prompt_token_ids: list[int] | None = None
+    messages: list[dict[str, Any]] | None = None
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    program_id: str | None = None
+    is_last_turn: bool = False
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> "Request":
+        if (self.prompt_token_ids is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt_token_ids or messages")
+        if self.prompt_token_ids is not None and not self.prompt_token_ids:
+            raise ValueError("prompt_token_ids: the prompt is empty; give at least one token")
+        if self.messages is not None and not self.messages:
+            raise ValueError("messages: the list is empty; give at least one message")
+        return self
+
+
+@dataclass
+class RequestMetrics:
+    """Per-request timings (seconds, on the engine's clock) and token counts."""
+
+    arrival_time: float
+    prompt_tokens: int = 0
+    prefix_hit_tokens: int = 0
+    output_tokens: int = 0
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    finished_time: float | None = None
+    preemptions: int = 0
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_token_time is None else self.first_token_time - self.arrival_time
+
+    @property
+    def queue_time(self) -> float | None:
+        return None if self.first_scheduled_time is None else self.first_scheduled_time - self.arrival_time
+
+    @property
+    def decode_time(self) -> float | None:
+        if self.finished_time is None or self.first_token_time is None:
+            return None
+        return self.finished_time - self.first_token_time
+
+
+@dataclass
+class RequestOutput:
+    """New tokens of one request from one engine step.
+
+    ``token_ids`` and ``text`` are new since the previous output; ``logprobs``
+    (when asked) has one dict per new token, token id -> log-probability.
+    ``metrics`` is set on the final output.
+    """
+
+    request_id: str
+    token_ids: list[int]
+    text: str
+    finished: bool = False
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
+    logprobs: list[dict[int, float]] | None = None
+    metrics: RequestMetrics | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

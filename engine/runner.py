@@ -1,0 +1,86 @@
+"""Runners execute a scheduled step. The model runner flattens it into one varlen
+batch and runs one forward call; a simulated runner (replay) has the same interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from tether.engine.attention import AttentionMetadata
+from tether.engine.model import PagedCausalLM
+from tether.engine.sampler import SampleResult, Sampler
+from tether.engine.scheduler import ScheduledBatch
+from tether.engine.sequence import Sequence
+
+
+class Runner(ABC):
+    """Computes a step: for each sequence whose tokens are now all computed, one sample."""
+
+    @abstractmethod
+    def execute(self, batch: ScheduledBatch) -> list[SampleResult | None]:
+        """One result per ``batch.seqs`` entry: a sample, or None for a mid-prompt chunk."""
+
+    def forget(self, request_id: str) -> None:
+        """The request is gone; drop any per-request state."""
+
+
+def _forced_token(seq: Sequence) -> int | None:
+    forced = seq.sampling.forced_output_ids
+    return None if forced is None else forced[seq.num_output_tokens]
+
+
+class ModelRunner(Runner):
+    def __init__(self, model: PagedCausalLM, num_blocks: int, block_size: int, seed: int = 0):
+        self.model = model
+        self.block_size = block_size
+        self.kv_caches = model.allocate_kv_cache(num_blocks, block_size)
+        self.sampler = Sampler(seed)
+        self.device = model.device
+
+    def forget(self, request_id: str) -> None:
+        self.sampler.forget(request_id)
+
+    def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
+        """Input ids, positions, attention metadata, and the row of each sampling sequence."""
+        bs = self.block_size
+        ids, pos, slots, qsl, lens, sample_rows = [], [], [], [0], [], []
+        for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_new_tokens)):
+            start = seq.num_computed_tokens
+            end = start + n
+            ids.extend(seq.token_ids[start:end])
+            pos.extend(range(start, end))
+            table = seq.block_table
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            qsl.append(qsl[-1] + n)
+            lens.append(end)
+            if end == seq.num_tokens:
+                sample_rows.append(i)
+        max_blocks = max(len(s.block_table) for s in batch.seqs)
+        tables = torch.zeros((len(batch.seqs), max_blocks), dtype=torch.int32)
+        for i, seq in enumerate(batch.seqs):
+            tables[i, :len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
+        dev = self.device
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
+            block_tables=tables.to(dev),
+            query_start_loc=torch.tensor(qsl, dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor(lens, dtype=torch.int32, device=dev))
+        return (torch.tensor(ids, dtype=torch.int64, device=dev), torch.tensor(pos, dtype=torch.int64, device=dev),
+                meta, sample_rows)
+
+    def execute(self, batch: ScheduledBatch) -> list[SampleResult | None]:
+        input_ids, positions, meta, sample_rows = self.prepare(batch)
+        qsl = meta.query_start_loc.tolist()
+        logits_indices = torch.tensor([qsl[i + 1] - 1 for i in sample_rows], dtype=torch.int64, device=self.device)
+        results: list[SampleResult | None] = [None] * len(batch.seqs)
+        if not sample_rows:
+            self.model.forward(input_ids, positions, meta, self.kv_caches, logits_indices)
+            return results
+        logits = self.model.forward(input_ids, positions, meta, self.kv_caches, logits_indices)
+        seqs = [batch.seqs[i] for i in sample_rows]
+        samples = self.sampler.sample(logits, [s.sampling for s in seqs], [s.request_id for s in seqs],
+                                      [_forced_token(s) for s in seqs])
+        for i, r in zip(sample_rows, samples):
+            results[i] = r
+        return results

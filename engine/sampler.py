@@ -1,0 +1,82 @@
+"""Turn one row of logits per sequence into the next token (and its logprobs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tether.engine.sampling import SamplingParams
+
+
+@dataclass
+class SampleResult:
+    token_id: int
+    logprobs: dict[int, float] | None = None
+
+
+class Sampler:
+    """Greedy, temperature, top-k and top-p sampling; per-request seeded generators."""
+
+    def __init__(self, seed: int = 0):
+        self._default = torch.Generator().manual_seed(seed)
+        self._generators: dict[str, torch.Generator] = {}
+
+    def forget(self, request_id: str) -> None:
+        self._generators.pop(request_id, None)
+
+    def _generator(self, request_id: str, params: SamplingParams) -> torch.Generator:
+        if params.seed is None:
+            return self._default
+        g = self._generators.get(request_id)
+        if g is None:
+            g = self._generators[request_id] = torch.Generator().manual_seed(params.seed)
+        return g
+
+    def sample(self, logits: torch.Tensor, params: list[SamplingParams], request_ids: list[str],
+               forced: list[int | None]) -> list[SampleResult]:
+        """``logits``: [n, vocab], one row per sequence that emits a token this step.
+
+        ``forced[i]``, when not None, is emitted instead of a sampled token
+        (``forced_output_ids``); its logprob is still the model's.
+        """
+        logits = logits.float().cpu()
+        greedy = logits.argmax(dim=-1).tolist()
+        want_lp = any(p.logprobs is not None for p in params)
+        logp = torch.log_softmax(logits, dim=-1) if want_lp else None
+        out = []
+        for i, p in enumerate(params):
+            if forced[i] is not None:
+                tok = forced[i]
+            elif p.greedy:
+                tok = greedy[i]
+            else:
+                tok = self._sample_row(logits[i], p, self._generator(request_ids[i], p))
+            lp = None
+            if p.logprobs is not None:
+                lp = self._top_logprobs(logp[i], p.logprobs)
+                lp[tok] = float(logp[i, tok])
+            out.append(SampleResult(tok, lp))
+        return out
+
+    @staticmethod
+    def _top_logprobs(row: torch.Tensor, k: int) -> dict[int, float]:
+        if k == 0:
+            return {}
+        vals, idx = row.topk(k)
+        return dict(zip(idx.tolist(), vals.tolist()))
+
+    @staticmethod
+    def _sample_row(row: torch.Tensor, p: SamplingParams, gen: torch.Generator) -> int:
+        row = row / p.temperature
+        if p.top_k and p.top_k < row.shape[-1]:
+            kth = row.topk(p.top_k).values[-1]
+            row = row.masked_fill(row < kth, float("-inf"))
+        probs = torch.softmax(row, dim=-1)
+        if p.top_p < 1.0:
+            sorted_p, order = probs.sort(descending=True)
+            cum = sorted_p.cumsum(-1)
+            drop = cum - sorted_p > p.top_p  # keep the smallest set whose mass reaches top_p
+            sorted_p[drop] = 0.0
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+        return int(torch.multinomial(probs, 1, generator=gen).item())

@@ -1,0 +1,114 @@
+"""Plain-torch references for every op in ``tether.kernels``.
+
+These define the semantics the Triton kernels must match, and they are what the
+engine runs on CPU tensors. KV layout per layer: ``[num_blocks, block_size,
+num_kv_heads, head_dim]``; slot = block_id * block_size + offset.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def store_kv(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
+             v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Write rows ``key[i]``/``value[i]`` ([T, kv_heads, head_dim]) into slot ``slot_mapping[i]``.
+
+    A negative slot means "skip this row" (padding).
+    """
+    num_blocks, block_size = k_cache.shape[:2]
+    valid = slot_mapping >= 0
+    slots = slot_mapping[valid].long()
+    k_cache.view(num_blocks * block_size, *k_cache.shape[2:])[slots] = key[valid].to(k_cache.dtype)
+    v_cache.view(num_blocks * block_size, *v_cache.shape[2:])[slots] = value[valid].to(v_cache.dtype)
+
+
+def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    block_tables: torch.Tensor, query_start_loc: torch.Tensor,
+                    seq_lens: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention for a varlen batch of decodes and prefill chunks over the paged cache.
+
+    ``q``: [num_tokens, num_heads, head_dim]; sequence ``s`` owns query rows
+    ``query_start_loc[s]:query_start_loc[s+1]`` (its newest tokens) and has
+    ``seq_lens[s]`` tokens in all, already stored in the cache through
+    ``block_tables[s]``. Query row ``j`` of a ``q_len``-token chunk sits at
+    position ``seq_len - q_len + j`` and attends causally to keys ``0..that``.
+    Returns [num_tokens, num_heads, head_dim].
+
+    Decode rows (``q_len == 1``) run as one padded batch, since per-sequence
+    calls would cost more in dispatch than in arithmetic on a CPU.
+    """
+    out = torch.empty_like(q)
+    qsl = query_start_loc.tolist()
+    lens = seq_lens.tolist()
+    decodes = [s for s in range(len(lens)) if qsl[s + 1] - qsl[s] == 1]
+    if decodes:
+        rows = [qsl[s] for s in decodes]
+        out[rows] = _decode_batch(q[rows], k_cache, v_cache, block_tables[decodes],
+                                  seq_lens[decodes], max(lens[s] for s in decodes), scale)
+    for s, seq_len in enumerate(lens):
+        start, end = qsl[s], qsl[s + 1]
+        if end - start > 1:
+            out[start:end] = _prefill_one(q[start:end], k_cache, v_cache, block_tables[s], seq_len, scale)
+    return out
+
+
+def _gather(cache: torch.Tensor, blocks: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """[..., n_blocks] block ids -> [..., num_tokens, kv_heads, head_dim] rows in order."""
+    x = cache[blocks.long()]
+    return x.reshape(*blocks.shape[:-1], -1, *cache.shape[2:])[..., :num_tokens, :, :]
+
+
+def _decode_batch(q, k_cache, v_cache, block_tables, seq_lens, max_len, scale):
+    block_size = k_cache.shape[1]
+    n_blocks = -(-max_len // block_size)
+    k = _gather(k_cache, block_tables[:, :n_blocks], max_len).transpose(1, 2)  # [B, kvh, L, D]
+    v = _gather(v_cache, block_tables[:, :n_blocks], max_len).transpose(1, 2)
+    mask = torch.arange(max_len, device=q.device)[None, :] < seq_lens.to(q.device)[:, None].long()
+    o = F.scaled_dot_product_attention(q[:, :, None, :].to(k.dtype), k, v, attn_mask=mask[:, None, None, :],
+                                       scale=scale, enable_gqa=True)
+    return o[:, :, 0, :].to(q.dtype)
+
+
+def _prefill_one(q, k_cache, v_cache, block_table, seq_len, scale):
+    block_size = k_cache.shape[1]
+    q_len = q.shape[0]
+    n_blocks = -(-seq_len // block_size)
+    k = _gather(k_cache, block_table[:n_blocks], seq_len).transpose(0, 1)  # [kvh, L, D]
+    v = _gather(v_cache, block_table[:n_blocks], seq_len).transpose(0, 1)
+    if q_len == seq_len:
+        mask, causal = None, True
+    else:  # query j sees keys up to (seq_len - q_len + j)
+        qpos = torch.arange(seq_len - q_len, seq_len, device=q.device)[:, None]
+        mask, causal = torch.arange(seq_len, device=q.device)[None, :] <= qpos, False
+    o = F.scaled_dot_product_attention(q.transpose(0, 1).to(k.dtype), k, v, attn_mask=mask, is_causal=causal,
+                                       scale=scale, enable_gqa=True)
+    return o.transpose(0, 1).to(q.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope_shift(k_cache: torch.Tensor, slots: torch.Tensor, deltas: torch.Tensor,
+               inv_freq: torch.Tensor) -> None:
+    """Rotate cached keys in place: the key in ``slots[i]`` moves by ``deltas[i]`` positions.
+
+    k at p+d = k_p * cos(d*w) + rotate_half(k_p) * sin(d*w), with ``w`` the
+    model's own ``inv_freq`` ([head_dim/2]), computed in fp32.
+    """
+    num_blocks, block_size = k_cache.shape[:2]
+    flat = k_cache.view(num_blocks * block_size, *k_cache.shape[2:])
+    idx = slots.long()
+    k = flat[idx].float()                                           # [N, kvh, D]
+    freqs = deltas.float()[:, None] * inv_freq.float()[None, :]     # [N, D/2]
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]             # [N, 1, D]
+    flat[idx] = (k * emb.cos() + rotate_half(k) * emb.sin()).to(k_cache.dtype)
+
+
+def copy_blocks(src: torch.Tensor, dst: torch.Tensor, src_ids: torch.Tensor,
+                dst_ids: torch.Tensor) -> None:
+    """Copy whole blocks ``src[src_ids[i]]`` into ``dst[dst_ids[i]]`` (pools may differ in device)."""
+    dst[dst_ids.to(dst.device).long()] = src[src_ids.to(src.device).long()].to(dst.device, dst.dtype)

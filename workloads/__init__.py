@@ -1,0 +1,1 @@
+"""tether.workloads: trace schema, loaders, synthesizer, replay harness, metrics and plots."""
