@@ -107,7 +107,9 @@ def load_model(model: str, dtype: torch.dtype = torch.float32, device: str = "cp
         lm.hf_model.config.num_hidden_layers   # 30
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-tensor bar for a model that loads in seconds
     path = resolve_model_path(model)
     hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
     try:
