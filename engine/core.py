@@ -59,6 +59,7 @@ class EngineCore:
         self.counters = {"requests": 0, "finished": 0, "aborted": 0, "prompt_tokens": 0,
                          "generated_tokens": 0, "computed_tokens": 0, "steps": 0}
         self.finished_metrics: list = []
+        self.last_tools: dict[str, list[str]] = {}  # program id -> tools its last turn called
 
     def add_listener(self, listener: Listener) -> None:
         """Receive every ``EngineEvent`` (queued, scheduled, first_token, pin, eviction, ...)."""
@@ -135,6 +136,13 @@ class EngineCore:
         with self.lock:
             self.kv.forget_program(program_id)
             self.scheduler.policy.forget_program(program_id)
+            self.last_tools.pop(program_id, None)
+
+    def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
+        """The program's last turn ended in calls to ``tool_names`` (input for TTL policies)."""
+        with self.lock:
+            self.last_tools[program_id] = list(tool_names)
+            self.events.emit("tool_call", self.clock.now(), None, program_id, tools=list(tool_names))
 
     def expire_pins(self) -> None:
         with self.lock:

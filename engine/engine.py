@@ -143,6 +143,10 @@ class Engine:
         """End ``program_id``'s pin now."""
         return self.core.release(program_id)
 
+    def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
+        """The program's last turn ended in calls to ``tool_names``."""
+        self.core.tool_hint(program_id, tool_names)
+
     def end_program(self, program_id: str) -> None:
         """The program has ended: release its KV pin and forget it."""
         self.core.end_program(program_id)

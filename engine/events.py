@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 EVENT_KINDS = ("queued", "scheduled", "prefill_chunk", "first_token", "finished", "prefix_hit",
-               "preempted", "pin", "pin_hit", "expiry", "release", "eviction")
+               "preempted", "tool_call", "pin", "pin_hit", "expiry", "release", "eviction")
 
 
 @dataclass

@@ -5,17 +5,18 @@ rows ``query_start_loc[s]:query_start_loc[s+1]`` (its newest ``q_len`` tokens,
 already stored in the cache), has ``seq_lens[s]`` tokens in all, and query row
 ``j`` sits at position ``seq_len - q_len + j`` and sees keys ``0..that``.
 
-One call runs up to three launches, each kernel taking the sequences of its kind:
+One call makes up to three launches; each kernel takes the sequences of its kind
+and its programs for other sequences return at once:
 
-* ``_prefill_kernel`` takes sequences with ``q_len >= 2`` (prefill chunks, with or
+* ``_prefill_kernel``: sequences with ``q_len >= 2`` (prefill chunks, with or
   without a cached prefix). Grid (query tile, kv head, sequence); each program
-  streams the sequence's KV through an online softmax.
-* ``_decode_kernel`` takes sequences with ``q_len == 1``. A decode has one query
-  row per head, so a (sequence, kv head) grid is tiny for a few long sequences;
-  flash-decoding splits each sequence's KV range into ``split_size``-token
-  chunks, one program each, that write partial (max, sum, acc) results ...
-* ``_decode_reduce_kernel`` ... which this kernel merges. With a single split the
-  decode kernel writes the output itself and the reduce launch is skipped.
+  streams the sequence's KV, causally masked, through an online softmax.
+* ``_decode_kernel``: sequences with ``q_len == 1``. A decode has a single query
+  row per head, so a (sequence, kv head) grid is tiny for a few long sequences.
+  Flash-decoding split-K: the KV range is cut into ``split_size``-token chunks,
+  one program each, which write partial (max, sum, unnormalized acc) results.
+* ``_decode_reduce_kernel``: merges those partials into the output. With a
+  single split the decode kernel writes the output itself and this is skipped.
 
 GQA: a program serves one kv head and all ``group`` query heads that share it,
 packed as rows of one tile (row r = token r // group, head r % group), so each
@@ -270,12 +271,18 @@ def default_split_size(num_decodes: int, num_kv_heads: int, max_seq_len: int, de
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                     block_tables: torch.Tensor, query_start_loc: torch.Tensor,
-                    seq_lens: torch.Tensor, scale: float, *, split_size: int | None = None) -> torch.Tensor:
+                    seq_lens: torch.Tensor, scale: float, *, split_size: int | None = None,
+                    max_q_len: int | None = None, max_seq_len: int | None = None) -> torch.Tensor:
     """Varlen paged attention for decodes and prefill chunks. See ``reference.paged_attention``.
 
-    ``split_size`` (a power of two >= 16, in tokens) overrides the decode split-K
-    chunk, mainly so tests can force many splits on short contexts. Reads the
-    batch's max lengths back to the host once, to size the grids.
+    Keyword-only extras beyond the reference signature:
+
+    * ``split_size`` (a power of two >= 16, in tokens) overrides the decode
+      split-K chunk, mainly so tests can force many splits on short contexts.
+    * ``max_q_len`` / ``max_seq_len``: upper bounds on the batch's chunk and
+      sequence lengths. The grids are sized from them; without both, the call
+      reads the exact values back from the device (one host sync, which also
+      rules out CUDA-graph capture).
     """
     num_tokens, num_heads, head_dim = q.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
@@ -283,6 +290,8 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         raise ValueError(f"{num_heads} query heads is not a multiple of {num_kv_heads} kv heads")
     if block_size & (block_size - 1):
         raise ValueError(f"block_size must be a power of two, got {block_size}")
+    if split_size is not None and (split_size < _MIN_DOT or split_size & (split_size - 1)):
+        raise ValueError(f"split_size must be a power of two >= {_MIN_DOT}, got {split_size}")
     group = num_heads // num_kv_heads
     device = q.device
     out = torch.empty_like(q)
@@ -292,13 +301,20 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     query_start_loc = query_start_loc.to(device).contiguous()
     seq_lens = seq_lens.to(device).contiguous()
     block_tables = block_tables.to(device)
+    if block_tables.stride(1) != 1:  # kernels index a table row as a flat array
+        block_tables = block_tables.contiguous()
 
-    # One host sync: longest chunk, number of decodes, longest decode context.
-    q_lens = query_start_loc[1:] - query_start_loc[:-1]
-    is_decode = q_lens == 1
-    max_q_len, num_decodes, max_decode_len = torch.stack([
-        q_lens.max(), is_decode.sum(), torch.where(is_decode, seq_lens, 0).max(),
-    ]).long().tolist()
+    if max_q_len is None or max_seq_len is None:
+        # One host sync: longest chunk, number of decodes, longest decode context.
+        q_lens = query_start_loc[1:] - query_start_loc[:-1]
+        is_decode = q_lens == 1
+        max_q_len, num_decodes, max_decode_len = torch.stack([
+            q_lens.max(), is_decode.sum(), torch.where(is_decode, seq_lens, 0).max(),
+        ]).long().tolist()
+    else:
+        # Bounds only: any sequence may be a decode, so the decode kernel always
+        # launches (programs of non-decode sequences return at once).
+        num_decodes, max_decode_len = (num_seqs, max_seq_len) if max_q_len >= 1 else (0, 0)
 
     dot_dtype, precision = _dot_config(k_cache.dtype)
     block_d = max(_MIN_DOT, triton.next_power_of_2(head_dim))
@@ -329,15 +345,14 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     if num_decodes:
         if split_size is None:
             split_size = default_split_size(num_decodes, num_kv_heads, max_decode_len, device)
-        elif split_size < _MIN_DOT or split_size & (split_size - 1):
-            raise ValueError(f"split_size must be a power of two >= {_MIN_DOT}, got {split_size}")
-        num_splits = triton.cdiv(max_decode_len, split_size)
+        num_splits = max(1, triton.cdiv(max_decode_len, split_size))
         single = num_splits == 1
-        # Partials: [seq, head, split] statistics and [seq, head, split, BLOCK_D] accumulators.
-        part_shape = (num_seqs, num_heads, num_splits) if not single else (1,)
-        part_m = torch.empty(part_shape, dtype=torch.float32, device=device)
+        # Partials, one row per (seq, head, split): max and sum, and a BLOCK_D accumulator.
+        # A single split writes the output directly and leaves them untouched.
+        part_rows = 1 if single else num_seqs * num_heads * num_splits
+        part_m = torch.empty(part_rows, dtype=torch.float32, device=device)
         part_l = torch.empty_like(part_m)
-        part_acc = torch.empty(part_shape + ((block_d,) if not single else ()), dtype=torch.float32, device=device)
+        part_acc = torch.empty(part_rows, block_d, dtype=torch.float32, device=device)
         _decode_kernel[(num_seqs, num_kv_heads, num_splits)](
             q, k_cache, v_cache, out, part_acc, part_m, part_l, block_tables, query_start_loc, seq_lens,
             num_heads=num_heads, num_splits=num_splits, split_size=split_size,

@@ -76,6 +76,23 @@ def test_paged_attention_strided_q(device):
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("q_lens,seq_lens,bounds", [
+    ([1, 1, 1], [9, 40, 23], (1, 40)),     # decode-only, exact bounds
+    ([1, 7, 1], [30, 7, 45], (16, 100)),   # mixed, loose bounds
+])
+def test_paged_attention_length_bounds(q_lens, seq_lens, bounds, device):
+    """Host-supplied upper bounds (no device sync) give the same result as the exact read-back."""
+    args = _paged_batch(q_lens, seq_lens, block_size=16, group=2, head_dim=64, device=device)
+    got = triton_ops.paged_attention(*args, 0.125, split_size=16, max_q_len=bounds[0], max_seq_len=bounds[1])
+    torch.testing.assert_close(got, reference.paged_attention(*args, 0.125), atol=1e-4, rtol=1e-4)
+
+
+def test_paged_attention_head_dim_not_power_of_two(device):
+    args = _paged_batch([1, 11], [26, 40], block_size=16, group=2, head_dim=80, device=device)
+    got = triton_ops.paged_attention(*args, 80 ** -0.5, split_size=16)
+    torch.testing.assert_close(got, reference.paged_attention(*args, 80 ** -0.5), atol=1e-4, rtol=1e-4)
+
+
 def test_paged_attention_rejects_bad_split_size(device):
     args = _paged_batch([1], [5], block_size=16, group=1, head_dim=64, device=device)
     with pytest.raises(ValueError, match="split_size"):

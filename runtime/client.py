@@ -1,0 +1,67 @@
+"""How the SDK and the HTTP server reach an engine: in-process or through Ray actors.
+
+Both implement ``LLMClient``, so code above it never knows where the engine runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, AsyncIterator
+
+from tether.engine import Engine, Request, RequestOutput
+
+
+class LLMClient(ABC):
+    """An engine as seen by callers.
+
+    Example::
+
+        client = LocalClient(Engine(EngineConfig(model="default")))
+        async for out in client.generate(Request(messages=[...])):
+            ...
+    """
+
+    model_name: str
+    tokenizer: Any
+
+    @abstractmethod
+    def generate(self, request: Request) -> AsyncIterator[RequestOutput]:
+        """Stream the request's outputs (see ``Engine.generate``)."""
+
+    @abstractmethod
+    async def abort(self, request_id: str) -> None: ...
+
+    @abstractmethod
+    async def stats(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
+        """The program's last turn ended in calls to these tools (the TTL policy's input)."""
+
+    @abstractmethod
+    async def end_program(self, program_id: str) -> None:
+        """The program is over: the engine releases its KV."""
+
+
+class LocalClient(LLMClient):
+    """An in-process ``Engine``."""
+
+    def __init__(self, engine: Engine, model_name: str | None = None):
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.model_name = model_name or engine.config.model
+
+    def generate(self, request: Request) -> AsyncIterator[RequestOutput]:
+        return self.engine.generate(request)
+
+    async def abort(self, request_id: str) -> None:
+        await self.engine.abort(request_id)
+
+    async def stats(self) -> dict[str, Any]:
+        return self.engine.stats()
+
+    async def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
+        self.engine.tool_hint(program_id, tool_names)
+
+    async def end_program(self, program_id: str) -> None:
+        self.engine.end_program(program_id)
