@@ -57,7 +57,8 @@ class EngineCore:
         self.detok = Detokenizer(tokenizer)
         self.lock = threading.RLock()
         self.counters = {"requests": 0, "finished": 0, "aborted": 0, "prompt_tokens": 0,
-                         "generated_tokens": 0, "computed_tokens": 0, "steps": 0}
+                         "generated_tokens": 0, "computed_tokens": 0, "steps": 0, "tool_hints": 0,
+                         "programs_ended": 0}
         self.finished_metrics: list = []
         self.last_tools: dict[str, list[str]] = {}  # program id -> tools its last turn called
 
@@ -104,7 +105,8 @@ class EngineCore:
         with self.lock:
             if rid in self.seqs:
                 raise RequestRejected(f"request_id {rid!r} is already in flight; use a unique id")
-            seq = Sequence(rid, ids, sp, self.clock.now(), request.program_id, request.is_last_turn)
+            seq = Sequence(rid, ids, sp, self.clock.now(), request.program_id, request.is_last_turn,
+                           request.turn)
             self.seqs[rid] = seq
             self.scheduler.add(seq)
             self.counters["requests"] += 1
@@ -137,11 +139,13 @@ class EngineCore:
             self.kv.forget_program(program_id)
             self.scheduler.policy.forget_program(program_id)
             self.last_tools.pop(program_id, None)
+            self.counters["programs_ended"] += 1
 
     def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
         """The program's last turn ended in calls to ``tool_names`` (input for TTL policies)."""
         with self.lock:
             self.last_tools[program_id] = list(tool_names)
+            self.counters["tool_hints"] += 1
             self.events.emit("tool_call", self.clock.now(), None, program_id, tools=list(tool_names))
 
     def expire_pins(self) -> None:

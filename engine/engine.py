@@ -17,6 +17,7 @@ import torch
 from tether.engine.clock import Clock
 from tether.engine.config import EngineConfig
 from tether.engine.core import EngineCore, kv_block_bytes
+from tether.engine.cpu_tuning import keep_freed_memory
 from tether.engine.events import Listener
 from tether.engine.model import PagedCausalLM
 from tether.engine.model_loader import load_model
@@ -47,6 +48,8 @@ def build_core(config: EngineConfig, hf_model: torch.nn.Module, tokenizer: Any =
                clock: Clock | None = None) -> EngineCore:
     """An ``EngineCore`` running ``hf_model`` (already loaded) through our paged forward."""
     model = PagedCausalLM(hf_model)
+    if model.device.type == "cpu":
+        keep_freed_memory()
     if config.block_size & (config.block_size - 1):
         raise ValueError(f"block_size must be a power of two, got {config.block_size}")
     num_blocks = config.num_kv_blocks

@@ -21,7 +21,8 @@ class Request(BaseModel):
 
     Give either ``prompt_token_ids`` or ``messages`` (rendered with the model's
     chat template). ``program_id`` ties the turns of one agent program together
-    (program FCFS, pins); ``is_last_turn`` says no further turn will follow.
+    (program FCFS, pins); ``turn`` is the call's index in its program and
+    ``is_last_turn`` says no further turn will follow.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -31,6 +32,7 @@ class Request(BaseModel):
     messages: list[dict[str, Any]] | None = None
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     program_id: str | None = None
+    turn: int | None = Field(default=None, ge=0, description="the turn's index within its program")
     is_last_turn: bool = False
 
     @model_validator(mode="after")

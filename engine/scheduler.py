@@ -51,7 +51,7 @@ class Scheduler:
         self.policy.on_arrival(seq)
         self.waiting.append(seq)
         self.events.emit("queued", self.clock.now(), seq.request_id, seq.program_id,
-                         prompt_tokens=seq.num_prompt_tokens)
+                         prompt_tokens=seq.num_prompt_tokens, turn=seq.turn)
 
     def finish(self, seq: Sequence, reason: str) -> None:
         """Take ``seq`` out of the queues and free its blocks."""

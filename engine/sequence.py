@@ -22,13 +22,15 @@ class Sequence:
     """
 
     def __init__(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams,
-                 arrival_time: float, program_id: str | None = None, is_last_turn: bool = False):
+                 arrival_time: float, program_id: str | None = None, is_last_turn: bool = False,
+                 turn: int | None = None):
         self.request_id = request_id
         self.token_ids: list[int] = list(prompt_token_ids)
         self.num_prompt_tokens = len(prompt_token_ids)
         self.sampling = sampling
         self.program_id = program_id
         self.is_last_turn = is_last_turn
+        self.turn = turn
         self.arrival_time = arrival_time
         self.priority_time = arrival_time
         self.status = SeqStatus.WAITING

@@ -56,7 +56,8 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
 
 def _gather(cache: torch.Tensor, blocks: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """[..., n_blocks] block ids -> [..., num_tokens, kv_heads, head_dim] rows in order."""
-    x = cache[blocks.long()]
+    # index_select copies whole rows; advanced indexing is several times slower on CPU.
+    x = torch.index_select(cache, 0, blocks.reshape(-1).long())
     return x.reshape(*blocks.shape[:-1], -1, *cache.shape[2:])[..., :num_tokens, :, :]
 
 

@@ -1,87 +1,120 @@
-"""``tether demo``: the default model answering chats through the engine.
+"""``tether demo``: a small multi-agent workflow on the embedded Ray cluster.
 
-Several chats run concurrently (continuous batching); one answer streams to
-the terminal as it is generated; a second round reuses the shared system
-prompt from the prefix cache. Then a table of engine stats.
+For each task, a program runs three agents: a planner, a coder that writes a
+script with the shell tool in a temporary git repository and runs it, and a
+reviewer. Several programs run at once on one engine replica. Then the
+conversations, a table per agent, and the engine's stats.
 """
 
 from __future__ import annotations
 
-import asyncio
+import re
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
-from tether.engine import Engine, EngineConfig, Request, SamplingParams
+from tether.agents import Agent, Context, Runtime
+from tether.agents.builtin_tools import make_shell_tool
+from tether.runtime.chat_format import ToolCall
 
-SYSTEM = ("You are a concise assistant inside tether, a runtime for agent programs. "
-          "Answer in one or two sentences.")
-QUESTIONS = [
-    "What is a KV cache in a language model?",
-    "Name three prime numbers.",
-    "Why do agents call tools?",
-    "What does FCFS stand for?",
-    "Give a one-line tip for writing tests.",
+TASKS = [
+    ("squares.py", "Print the squares of the numbers 1 to 5."),
+    ("reverse.py", "Print the word 'tether' reversed."),
+    ("vowels.py", "Count the vowels in the sentence 'agents call tools' and print the count."),
 ]
 
-
-def _chat(q: str, max_tokens: int = 48) -> Request:
-    return Request(messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}],
-                   sampling=SamplingParams(max_tokens=max_tokens, temperature=0))
-
-
-async def _collect(engine: Engine, req: Request, stream: bool = False) -> tuple[str, object]:
-    text, metrics = [], None
-    async for out in engine.generate(req):
-        text.append(out.text)
-        if stream:
-            print(out.text, end="", flush=True)
-        if out.finished:
-            metrics = out.metrics
-    return "".join(text), metrics
+planner = Agent("planner", "You plan small programming tasks. Answer with a numbered list of at most three "
+                "short steps.", max_tokens=48, temperature=0)
+reviewer = Agent("reviewer", "You review Python code. Answer in one or two sentences.", max_tokens=40,
+                 temperature=0)
 
 
-def _table(rows: list[tuple[str, str]]) -> str:
-    w = max(len(k) for k, _ in rows)
-    line = "+" + "-" * (w + 2) + "+" + "-" * 16 + "+"
-    body = [f"| {k:<{w}} | {v:>14} |" for k, v in rows]
-    return "\n".join([line, *body, line])
+def _code_of(text: str) -> str:
+    """The first fenced code block, else the text itself."""
+    m = re.search(r"```(?:python)?\n(.*?)(?:```|$)", text, re.S)
+    return (m.group(1) if m else text).strip()
 
 
-async def _main(model: str) -> int:
-    t0 = time.perf_counter()
-    engine = Engine(EngineConfig(model=model))
-    print(f"loaded {model!r} from {engine.model_path} in {time.perf_counter() - t0:.1f}s\n")
+async def coder(ctx: Context, task: str, plan: str, repo: str, filename: str) -> str:
+    """Asks the model for a script, then commits and runs it with the shell tool."""
+    reply = await ctx.chat([
+        {"role": "system", "content": "You write short Python 3 scripts. Reply with one ```python code block."},
+        {"role": "user", "content": f"Task: {task}\nPlan:\n{plan}"}], max_tokens=96, temperature=0)
+    code = _code_of(reply.text)
+    shell = make_shell_tool(repo, timeout_s=20)
+    command = (f"cat > {filename} <<'TETHER_EOF'\n{code}\nTETHER_EOF\n"
+               f"git add {filename} && git commit -qm 'add {filename}' && timeout 10 python3 {filename}")
+    [result] = await ctx.call_tools([ToolCall("shell", {"command": command})], tools=[shell])
+    return f"```python\n{code}\n```\nRun:\n{result.content}"
 
-    print(f"[streaming] Q: {QUESTIONS[0]}\nA: ", end="")
-    start = time.perf_counter()
-    jobs = [_collect(engine, _chat(QUESTIONS[0]), stream=True)] + [_collect(engine, _chat(q)) for q in QUESTIONS[1:]]
-    results = await asyncio.gather(*jobs)
-    wall = time.perf_counter() - start
-    print("\n")
-    for q, (a, m) in zip(QUESTIONS[1:], results[1:]):
-        print(f"Q: {q}\nA: {a.strip()}\n   (ttft {m.ttft * 1000:.0f} ms, prefix hit {m.prefix_hit_tokens} tokens)\n")
 
-    # A second round: the system prompt's blocks are already cached.
-    again = await _collect(engine, _chat("Say hello to the new engineer.", 24))
-    print(f"Q: Say hello to the new engineer.\nA: {again[0].strip()}\n"
-          f"   (prefix hit {again[1].prefix_hit_tokens} of {again[1].prompt_tokens} prompt tokens)\n")
+async def workflow(ctx: Context, task: str, filename: str, repo: str) -> dict:
+    plan = await ctx.run(planner, input=task)
+    code = await ctx.run(coder, task=task, plan=plan, repo=repo, filename=filename)
+    review = await ctx.run(reviewer, input=f"Task: {task}\n{code}")
+    return {"plan": plan, "code": code, "review": review}
 
-    s = engine.stats()
-    out_tokens = sum(m.output_tokens for _, m in results)
-    ttfts = sorted(m.ttft for _, m in results)
-    print(_table([
-        ("requests", str(s["finished"])),
-        ("prompt tokens", str(s["prompt_tokens"])),
-        ("generated tokens", str(s["generated_tokens"])),
-        ("prefix hit tokens", str(s["prefix_hit_tokens"])),
-        ("prefix hit rate", f"{s['prefix_hit_rate']:.1%}"),
-        ("TTFT p50 (first round)", f"{ttfts[len(ttfts) // 2] * 1000:.0f} ms"),
-        ("tokens/s (first round)", f"{out_tokens / wall:.1f}"),
-        ("engine steps", str(s["steps"])),
-        ("KV blocks used / total", f"{s['kv_blocks_used']} / {s['kv_blocks_total']}"),
-    ]))
-    await engine.close()
-    return 0
+
+def _init_repo() -> str:
+    repo = tempfile.mkdtemp(prefix="tether-demo-")
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "demo@tether"],
+                ["git", "config", "user.name", "tether demo"]):
+        subprocess.run(cmd, cwd=repo, check=True)
+    return repo
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    fmt = lambda r: "| " + " | ".join(str(c).rjust(w) if j else str(c).ljust(w)  # noqa: E731
+                                      for j, (c, w) in enumerate(zip(r, widths))) + " |"
+    return "\n".join([line, fmt(header), line, *map(fmt, rows), line])
+
+
+def _indent(text: str, limit: int = 400) -> str:
+    text = text.strip()
+    text = text if len(text) <= limit else text[:limit] + " ..."
+    return "\n".join("      " + ln for ln in text.splitlines())
 
 
 def main(model: str = "default") -> int:
-    return asyncio.run(_main(model))
+    repo = _init_repo()
+    t0 = time.perf_counter()
+    with Runtime(model=model) as rt:
+        print(f"runtime up in {time.perf_counter() - t0:.1f}s: 1 engine replica ({model}), tool executors, "
+              f"program actors on a local Ray cluster; repo {repo}\n")
+        start = time.perf_counter()
+        handles = [rt.submit(workflow, task=task, filename=fn, repo=repo) for fn, task in TASKS]
+        outcomes = [h.outcome() for h in handles]
+        wall = time.perf_counter() - start
+        stats = rt.stats()
+    totals: dict[str, dict[str, float]] = {}
+    for (fn, task), res in zip(TASKS, outcomes):
+        print(f"=== program {res.program_id}: {task}")
+        if not res.ok:
+            print(f"    FAILED: {res.error}\n")
+            continue
+        for agent, role, text in res.value.transcript:
+            print(f"  [{agent}] {role}:\n{_indent(text)}")
+        print()
+        for agent, st in res.value.agents.items():
+            acc = totals.setdefault(agent, {})
+            for k, v in st.items():
+                acc[k] = acc.get(k, 0) + v
+    rows = [[a, int(s["turns"]), int(s["tool_calls"]), int(s["prompt_tokens"]), int(s["cached_tokens"]),
+             int(s["output_tokens"]), f"{s['llm_time_s']:.1f}s", f"{s['tool_time_s']:.2f}s"]
+            for a, s in totals.items()]
+    print(_table(["agent", "turns", "tool calls", "prompt tok", "cached tok", "output tok", "time in LLM",
+                  "time in tools"], rows))
+    hit = stats["prefix_hit_tokens"] / max(1, stats["prompt_tokens"])
+    print(_table(["engine", "value"], [
+        ["programs", f"{sum(r.ok for r in outcomes)} ok / {len(outcomes)}"],
+        ["wall time", f"{wall:.1f}s"],
+        ["prompt tokens", stats["prompt_tokens"]], ["generated tokens", stats["generated_tokens"]],
+        ["prefix hit tokens", f"{stats['prefix_hit_tokens']} ({hit:.0%})"],
+        ["TTFT p50", f"{(stats['ttft_p50'] or 0) * 1000:.0f} ms"],
+        ["tokens/s", f"{stats['generated_tokens'] / wall:.1f}"]]))
+    print(f"\ngit log of {repo}:")
+    print(subprocess.run(["git", "log", "--oneline"], cwd=repo, capture_output=True, text=True).stdout)
+    return 0 if all(r.ok for r in outcomes) else 1

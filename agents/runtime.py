@@ -1,0 +1,177 @@
+"""``Runtime``: starts (or joins) a Ray cluster with engine replicas, tool executors and
+program actors, and runs agent programs on it."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from tether.agents.context import Context
+from tether.engine import EngineConfig
+from tether.runtime.program import AgentProgram, ProgramResult
+from tether.runtime.replica import EngineReplica
+from tether.runtime.replica_client import ReplicaClient, merge_stats
+from tether.runtime.router import Router
+from tether.runtime.tool_executor import ToolExecutorPool
+
+
+class ProgramFailed(RuntimeError):
+    """The program raised, was cancelled, or lost its engine replica; ``result`` has details."""
+
+    def __init__(self, result: ProgramResult):
+        super().__init__(f"program {result.program_id} failed: {result.error}")
+        self.result = result
+
+
+@dataclass
+class ProgramOutput:
+    """What a program returns: the agent's value, per-agent stats and the transcript."""
+
+    value: Any
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transcript: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _entry(agent: Any, inputs: dict[str, Any]):
+    name = getattr(agent, "name", None) or getattr(agent, "__name__", "main")
+
+    async def entry(services) -> ProgramOutput:
+        ctx = Context(services, name)
+        value = await agent(ctx, **inputs)
+        return ProgramOutput(value, ctx.stats_dict(), ctx.transcript)
+    return entry
+
+
+class ProgramHandle:
+    """A submitted program. ``await handle`` or ``handle.result()`` gives its value."""
+
+    def __init__(self, program_id: str, ref: ray.ObjectRef, actor: Any):
+        self.program_id = program_id
+        self._ref = ref
+        self._actor = actor
+
+    def outcome(self, timeout: float | None = None) -> ProgramResult:
+        """The full result (ok, value as ``ProgramOutput``, error), never raising for a failed program."""
+        return ray.get(self._ref, timeout=timeout)
+
+    def result(self, timeout: float | None = None) -> Any:
+        return _unwrap(self.outcome(timeout))
+
+    def __await__(self):
+        async def wait():
+            return _unwrap(await self._ref)
+        return wait().__await__()
+
+    def cancel(self) -> None:
+        """Cancel the program: its engine requests are aborted and their blocks freed."""
+        self._actor.cancel.remote(self.program_id)
+
+
+def _unwrap(res: ProgramResult) -> Any:
+    if not res.ok:
+        raise ProgramFailed(res)
+    return res.value.value
+
+
+class Runtime:
+    """Agent programs on Ray: local by default, or on an existing cluster.
+
+    Example::
+
+        with Runtime(model="default") as rt:
+            print(rt.run(my_agent, input="hello"))
+            handles = [rt.submit(my_agent, input=q) for q in questions]
+            answers = [h.result() for h in handles]
+
+    ``address=None`` starts an embedded Ray cluster on this machine; an address
+    joins that cluster, with one engine replica per GPU there (``replicas``
+    overrides). ``engine`` holds ``EngineConfig`` fields for every replica.
+    """
+
+    def __init__(self, address: str | None = None, model: str = "default", replicas: int | None = None,
+                 engine: dict[str, Any] | None = None, tool_actors: int = 2, program_actors: int = 1,
+                 tool_timeout_s: float = 60.0, num_cpus: int | None = None):
+        self.address = address
+        self.model = model
+        self.replicas_wanted = replicas
+        self.engine_overrides = dict(engine or {})
+        self.tool_actors = tool_actors
+        self.program_actors_n = program_actors
+        self.tool_timeout_s = tool_timeout_s
+        self.num_cpus = num_cpus
+        self._started_ray = False
+        self.replicas: list = []
+        self._rr = itertools.count()
+        self._tokenizer = None
+
+    # ---- lifecycle ---------------------------------------------------------------
+    def start(self) -> "Runtime":
+        if not ray.is_initialized():
+            ray.init(address=self.address, num_cpus=self.num_cpus if self.address is None else None,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+            self._started_ray = True
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        n = self.replicas_wanted or (gpus if gpus else 1)
+        opts = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 0}
+        cfg = EngineConfig(model=self.model, device="cuda" if gpus else "cpu", **self.engine_overrides)
+        self.replicas = [EngineReplica.options(**opts).remote(cfg) for _ in range(n)]
+        self.router = Router.options(num_cpus=0).remote(n)
+        self.tools = ToolExecutorPool(self.tool_actors, default_timeout_s=self.tool_timeout_s,
+                                      actor_options={"num_cpus": 0})
+        self.programs = [AgentProgram.options(num_cpus=0).remote(self.replicas, self.router, self.tools, None,
+                                                                 self.model)
+                         for _ in range(self.program_actors_n)]
+        ray.get([r.ready.remote() for r in self.replicas])  # surface a load error now, clearly
+        return self
+
+    def shutdown(self) -> None:
+        for a in [*self.programs, *self.replicas, self.router, *self.tools.actors] if self.replicas else []:
+            try:
+                ray.kill(a)
+            except Exception:
+                pass
+        self.replicas = []
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def __enter__(self) -> "Runtime":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    # ---- programs ----------------------------------------------------------------
+    def submit(self, agent: Any, *, program_id: str | None = None, **inputs: Any) -> ProgramHandle:
+        """Start ``agent`` (an ``Agent`` or ``async def agent(ctx, **inputs)``) as a program."""
+        if not self.replicas:
+            raise RuntimeError("the runtime is not started: use `with Runtime() as rt:` or rt.start()")
+        name = getattr(agent, "name", None) or getattr(agent, "__name__", "program")
+        pid = program_id or f"{name}-{uuid.uuid4().hex[:8]}"
+        actor = self.programs[next(self._rr) % len(self.programs)]
+        return ProgramHandle(pid, actor.run.remote(pid, _entry(agent, inputs)), actor)
+
+    def run(self, agent: Any, **inputs: Any) -> Any:
+        """Run one program to the end and return its value (raises ``ProgramFailed``)."""
+        return self.submit(agent, **inputs).result()
+
+    def client(self) -> ReplicaClient:
+        """An ``LLMClient`` over this runtime's replicas (for the HTTP server, or direct calls)."""
+        return ReplicaClient(self.replicas, self.router, self.tokenizer, self.model)
+
+    def stats(self) -> dict[str, Any]:
+        """Engine stats summed over replicas (per replica under ``replicas``)."""
+        return merge_stats(ray.get([r.stats.remote() for r in self.replicas]))
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            from tether.engine.model_loader import resolve_model_path
+            self._tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(self.model)))
+        return self._tokenizer

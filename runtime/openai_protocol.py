@@ -1,0 +1,298 @@
+"""OpenAI's wire protocol as tether's HTTP server speaks it.
+
+Request bodies (OpenAI's fields plus tether's extensions), errors in OpenAI's
+shape, conversion of bodies to tether ``Request``/``SamplingParams``, and the
+``logprobs`` and ``usage`` fields of responses. Nothing here touches the
+engine or the HTTP app; ``tether.runtime.server`` wires it together.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import pydantic
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.engine import EngineError, Request, RequestMetrics, SamplingParams
+from tether.runtime.chat_format import ChatFormatError, apply_tools_to_messages, tool_names_of
+
+
+# ---- errors -------------------------------------------------------------------------
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.message, self.status, self.param, self.code, self.type = message, status, param, code, type
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status)
+
+
+def _from_validation(e: pydantic.ValidationError, whole: str | None = None) -> OpenAIError:
+    """The first pydantic error as a 400, naming the offending field (``whole`` when it concerns no one field)."""
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ())) or whole or ""
+    msg = err.get("msg", str(e))
+    return OpenAIError(f"{loc}: {msg}" if loc else msg, 400, loc or None)
+
+
+def as_openai_error(e: Exception) -> OpenAIError:
+    """Map what ``client.generate`` raises: a refused request is the caller's to fix, anything else is ours."""
+    if isinstance(e, pydantic.ValidationError):
+        return _from_validation(e)
+    if isinstance(e, ValueError):  # RequestRejected, ChatFormatError
+        return OpenAIError(str(e), 400)
+    if isinstance(e, EngineError):
+        return OpenAIError(str(e), 500, type="server_error")
+    return OpenAIError(f"internal error: {type(e).__name__}: {e}", 500, type="server_error")
+
+
+# ---- request bodies -----------------------------------------------------------------
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any] | str] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"] = "function"
+    function: dict[str, str]
+
+
+class GenerationBody(BaseModel):
+    """Fields both endpoints share. Unknown OpenAI fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None  # extension
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool = False  # extension
+    program_id: str | None = None  # extension: the agent program this call belongs to
+    turn: int | None = None  # extension: the call's index within its program
+    is_last_turn: bool = False  # extension: no further turn of the program follows
+    tool_hint: str | list[str] | None = None  # extension: tools the program's previous turn called
+
+
+class ChatCompletionBody(GenerationBody):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[ToolSpec] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+
+
+class CompletionBody(GenerationBody):
+    prompt: str | list[int] | list[str] | list[list[int]]
+    logprobs: int | None = None
+    echo: bool = False
+
+
+def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
+    """Parse the JSON body ourselves, whatever the content type, so every failure gets an OpenAI error."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise OpenAIError(f"the request body is not valid JSON: {e}", 400) from None
+    if not isinstance(data, dict):
+        raise OpenAIError("the request body must be a JSON object", 400)
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise _from_validation(e) from None
+
+
+# ---- building engine requests -------------------------------------------------------
+
+def chat_request(body: ChatCompletionBody) -> tuple[Request, list[str] | None, int | None]:
+    """The engine request for a chat body, the tool names to parse for (None: no tools) and top_logprobs."""
+    tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
+    choice = body.tool_choice.model_dump() if isinstance(body.tool_choice, BaseModel) else body.tool_choice
+    try:
+        messages = apply_tools_to_messages([m.model_dump(exclude_none=True) for m in body.messages], tools, choice)
+    except ChatFormatError as e:
+        raise OpenAIError(str(e), 400, str(e).split(":")[0].split(" ")[0]) from None  # e.g. "messages[2].role"
+    if body.top_logprobs is not None and not body.logprobs:
+        raise OpenAIError("top_logprobs needs logprobs=true", 400, "top_logprobs")
+    k = (body.top_logprobs or 0) if body.logprobs else None
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    sampling = _sampling(body, max_tokens, k)
+    try:
+        request = Request(messages=messages, sampling=sampling, **_program_fields(body))
+    except pydantic.ValidationError as e:
+        raise _from_validation(e) from None
+    names = tool_names_of(tools) if tools and choice != "none" else None
+    return request, names, k
+
+
+def completion_request(body: CompletionBody, tokenizer: Any) -> Request:
+    """The engine request for a legacy completions body (one prompt, text or token ids)."""
+    if body.echo:
+        raise OpenAIError("echo is not supported", 400, "echo")
+    ids = _completion_prompt(body.prompt, tokenizer)
+    sampling = _sampling(body, 16 if body.max_tokens is None else body.max_tokens, body.logprobs)  # OpenAI's default
+    try:
+        return Request(prompt_token_ids=ids, sampling=sampling, **_program_fields(body))
+    except pydantic.ValidationError as e:
+        raise _from_validation(e, "prompt") from None
+
+
+def tool_hint(body: GenerationBody) -> list[str] | None:
+    """The body's ``tool_hint`` as a list of tool names (None when not given)."""
+    if body.tool_hint is None:
+        return None
+    if body.program_id is None:
+        raise OpenAIError("tool_hint needs program_id (the program whose previous turn called the tools)", 400,
+                          "tool_hint")
+    return [body.tool_hint] if isinstance(body.tool_hint, str) else list(body.tool_hint)
+
+
+def _sampling(body: GenerationBody, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+    if body.n not in (None, 1):
+        raise OpenAIError(f"n={body.n} is not supported; this server returns one choice (n=1)", 400, "n")
+    fields: dict[str, Any] = {"max_tokens": max_tokens, "temperature": body.temperature, "top_p": body.top_p,
+                              "top_k": body.top_k, "seed": body.seed, "logprobs": logprobs,
+                              "stop": [body.stop] if isinstance(body.stop, str) else body.stop}
+    try:
+        return SamplingParams(ignore_eos=body.ignore_eos, **{k: v for k, v in fields.items() if v is not None})
+    except pydantic.ValidationError as e:
+        raise _from_validation(e) from None
+
+
+def _program_fields(body: GenerationBody) -> dict[str, Any]:
+    fields: dict[str, Any] = {"program_id": body.program_id, "is_last_turn": body.is_last_turn}
+    if body.turn is not None:  # only when given, so engines without turn indices still serve
+        fields["turn"] = body.turn
+    return fields
+
+
+def _completion_prompt(prompt: Any, tokenizer: Any) -> list[int]:
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+        if len(prompt) != 1:
+            raise OpenAIError("batched prompts are not supported; send one prompt per request", 400, "prompt")
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            raise OpenAIError("this engine has no tokenizer; send the prompt as a list of token ids", 400, "prompt")
+        return tokenizer.encode(prompt)
+    return list(prompt)
+
+
+# ---- usage and logprobs -------------------------------------------------------------
+
+def openai_usage(metrics: RequestMetrics | None, generated_tokens: int) -> dict[str, Any]:
+    """OpenAI's ``usage`` for a finished request (``generated_tokens`` counts when the engine gave no metrics)."""
+    prompt = metrics.prompt_tokens if metrics else 0
+    completion = metrics.output_tokens if metrics else generated_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": metrics.prefix_hit_tokens if metrics else 0}}
+
+
+class TokenText:
+    """Text and raw bytes of single tokens, for logprobs (byte-level BPE pieces may be partial UTF-8)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tok = tokenizer
+        self.special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        self.byte_level = False
+        if tokenizer is not None:
+            pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode(" a", add_special_tokens=False))
+            self.byte_level = "Ġ" in "".join(pieces)
+        self._byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+
+    def bytes_of(self, token_id: int) -> bytes:
+        if self.tok is None:
+            return f"token_id:{token_id}".encode()
+        if self.byte_level:
+            piece = self.tok.convert_ids_to_tokens(token_id)
+            if all(c in self._byte_of for c in piece):
+                return bytes(self._byte_of[c] for c in piece)
+        return self.tok.decode([token_id]).encode("utf-8")
+
+    def text_of(self, token_id: int) -> str:
+        return self.bytes_of(token_id).decode("utf-8", errors="replace")
+
+    def entry(self, token_id: int, logprob: float) -> dict[str, Any]:
+        b = self.bytes_of(token_id)
+        return {"token": b.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(b)}
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table used by byte-level BPE vocabularies."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _top(lp: dict[int, float], k: int) -> list[tuple[int, float]]:
+    """The ``k`` most likely (token id, logprob) pairs, most likely first."""
+    return sorted(lp.items(), key=lambda kv: -kv[1])[:k]
+
+
+def chat_logprobs(tt: TokenText, token_ids: list[int], lps: list[dict[int, float]], k: int) -> list[dict]:
+    """OpenAI chat ``logprobs.content`` entries (special tokens such as end-of-turn carry no text: skipped)."""
+    out = []
+    for tid, lp in zip(token_ids, lps):
+        if tid in tt.special:
+            continue
+        out.append({**tt.entry(tid, lp.get(tid, -9999.0)), "top_logprobs": [tt.entry(t, v) for t, v in _top(lp, k)]})
+    return out
+
+
+def completion_logprobs(tt: TokenText, token_ids: list[int], lps: list[dict[int, float]], k: int,
+                        offset: int = 0) -> dict[str, list]:
+    """Legacy completions ``logprobs``: parallel lists of tokens, their logprobs, top-k dicts and text offsets."""
+    res: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for tid, lp in zip(token_ids, lps):
+        if tid in tt.special:
+            continue
+        text = tt.text_of(tid)
+        res["tokens"].append(text)
+        res["token_logprobs"].append(lp.get(tid))
+        res["top_logprobs"].append({tt.text_of(t): v for t, v in _top(lp, k)})
+        res["text_offset"].append(offset)
+        offset += len(text)
+    return res

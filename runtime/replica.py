@@ -1,0 +1,48 @@
+"""``EngineReplica``: a Ray actor wrapping one engine (one per GPU on a cluster)."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+import ray
+
+from tether.engine import Engine, EngineConfig, Request, RequestOutput
+
+
+class EngineReplicaImpl:
+    """The actor's body; plain Python so it can also be used without Ray."""
+
+    def __init__(self, config: EngineConfig):
+        self.engine = Engine(config)
+
+    async def ready(self) -> dict[str, Any]:
+        return {"model": self.engine.config.model, "model_path": str(self.engine.model_path),
+                "kv_blocks": self.engine.core.pool.num_blocks}
+
+    async def generate_stream(self, request: Request) -> AsyncIterator[RequestOutput]:
+        """Stream outputs back to the caller (a Ray streaming generator)."""
+        async for out in self.engine.generate(request):
+            yield out
+
+    async def generate_full(self, request: Request) -> list[RequestOutput]:
+        """All outputs in one reply: one round trip for callers that do not stream."""
+        return [out async for out in self.engine.generate(request)]
+
+    async def abort(self, request_id: str) -> None:
+        await self.engine.abort(request_id)
+
+    async def stats(self) -> dict[str, Any]:
+        return self.engine.stats()
+
+    async def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
+        self.engine.tool_hint(program_id, tool_names)
+
+    async def end_program(self, program_id: str) -> None:
+        self.engine.end_program(program_id)
+
+    async def pin(self, program_id: str, ttl_s: float) -> int:
+        return self.engine.pin(program_id, ttl_s)
+
+
+# Async actor: many requests in flight, all driven by the engine's own step loop.
+EngineReplica = ray.remote(max_concurrency=10_000)(EngineReplicaImpl)

@@ -1,0 +1,366 @@
+"""OpenAI-compatible HTTP server over any ``LLMClient``.
+
+    from tether.engine import Engine, EngineConfig
+    from tether.runtime.client import LocalClient
+    from tether.runtime.server import serve
+
+    serve(LocalClient(Engine(EngineConfig(model="default"))), port=8000)
+    # then: openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="x").chat.completions.create(...)
+
+Endpoints: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (plain and
+streamed as server-sent events), ``GET /v1/models``, ``GET /health`` and
+``GET /metrics`` (Prometheus). Request bodies take the OpenAI fields plus
+tether's extensions: ``top_k``, ``ignore_eos``, and for agent programs
+``program_id``, ``is_last_turn`` and ``tool_hint`` (the tools the program's
+previous turn called, which feed the engine's KV-pin TTL policy).
+
+Tools are rendered into the system prompt and parsed back out of the reply by
+``tether.runtime.chat_format``; ``tool_choice`` is an instruction to the model,
+not a decoding constraint. Errors use OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``: 400 for a request that
+cannot be served as given, 500 when the engine fails.
+
+Request bodies, errors and response fields are in
+``tether.runtime.openai_protocol``; Prometheus metrics in
+``tether.runtime.server_metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request as HTTPRequest
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tether.engine import Request, RequestMetrics, RequestOutput
+from tether.runtime.chat_format import ParsedReply, ToolCallStreamFilter, parse_tool_calls
+from tether.runtime.client import LLMClient
+from tether.runtime.openai_protocol import (ChatCompletionBody, CompletionBody, GenerationBody, OpenAIError,
+                                            TokenText, as_openai_error, chat_logprobs, chat_request,
+                                            completion_logprobs, completion_request, openai_usage, parse_body,
+                                            tool_hint)
+from tether.runtime.server_metrics import CountRequests, ServerMetrics
+
+
+# ---- one generation -----------------------------------------------------------------
+
+@dataclass
+class _Generation:
+    """What one engine request produced, accumulated from its outputs."""
+
+    started: float = field(default_factory=time.perf_counter)
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[dict[int, float]] = field(default_factory=list)
+    finish_reason: str | None = None
+    metrics: RequestMetrics | None = None
+    first_token_at: float | None = None
+
+    def add(self, out: RequestOutput) -> None:
+        if out.token_ids and self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.text += out.text
+        self.token_ids += out.token_ids
+        self.logprobs += out.logprobs or []
+        if out.finished:
+            self.finish_reason, self.metrics = out.finish_reason, out.metrics
+
+    def usage(self) -> dict[str, Any]:
+        return openai_usage(self.metrics, len(self.token_ids))
+
+    def record(self, metrics: ServerMetrics) -> None:
+        ttft = None if self.first_token_at is None else self.first_token_at - self.started
+        metrics.record(self.usage(), ttft, time.perf_counter() - self.started)
+
+
+# ---- one HTTP request ---------------------------------------------------------------
+
+class _Call:
+    """One engine request behind one HTTP request: program hooks, output collection, streaming.
+
+    ``begin`` waits for the first output before any response is sent, so a
+    request the engine refuses still gets a 4xx status rather than an error
+    inside a 200 stream.
+    """
+
+    def __init__(self, client: LLMClient, body: GenerationBody, metrics: ServerMetrics):
+        self.client, self.body, self.metrics = client, body, metrics
+        self.run = _Generation()
+        self._gen: AsyncIterator[RequestOutput] | None = None
+        self._first: RequestOutput | None = None
+
+    async def begin(self, request: Request) -> _Call:
+        hint = tool_hint(self.body)
+        if hint is not None:  # before generating, so the engine's TTL policy sees it for this turn
+            await self.client.tool_hint(self.body.program_id, hint)
+        self._gen = self.client.generate(request)
+        try:
+            self._first = await self._gen.__anext__()
+        except StopAsyncIteration:
+            pass
+        except Exception as e:
+            await self._end()
+            raise as_openai_error(e) from None
+        return self
+
+    async def collect(self) -> _Generation:
+        """Run to the end (non-streamed responses)."""
+        try:
+            async for out in self._outputs():
+                self.run.add(out)
+        except Exception as e:
+            raise as_openai_error(e) from None
+        finally:
+            await self._end()
+        self.run.record(self.metrics)
+        return self.run
+
+    def stream(self, fmt: _ChatChunks | _CompletionChunks) -> StreamingResponse:
+        """Server-sent events: ``fmt`` shapes the chunks; usage (if asked) and ``[DONE]`` close the stream."""
+        opts = self.body.stream_options
+        include_usage = bool(opts and opts.include_usage)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                for chunk in fmt.opening():
+                    yield _sse(chunk)
+                async for out in self._outputs():
+                    self.run.add(out)
+                    for chunk in fmt.on_output(out):
+                        yield _sse(chunk)
+                for chunk in fmt.closing(self.run):
+                    yield _sse(chunk)
+                self.run.record(self.metrics)
+                if include_usage:
+                    yield _sse(fmt.usage_chunk(self.run.usage()))
+                yield "data: [DONE]\n\n"
+            except Exception as e:  # the 200 status is sent: report in-band, as OpenAI does
+                yield _sse(as_openai_error(e).body())
+            finally:
+                await self._end()  # also on client disconnect (cancellation): aborts the engine request
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _outputs(self) -> AsyncIterator[RequestOutput]:
+        if self._first is None:
+            return
+        yield self._first
+        if not self._first.finished:
+            async for out in self._gen:
+                yield out
+
+    async def _end(self) -> None:
+        gen, self._gen = self._gen, None
+        aclose = getattr(gen, "aclose", None)
+        if aclose is not None:  # closing the engine's generator aborts a request still running
+            await aclose()
+        if self.body.is_last_turn and self.body.program_id is not None:
+            await self.client.end_program(self.body.program_id)
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+# ---- response shapes ----------------------------------------------------------------
+
+class _ChatChunks:
+    """``chat.completion`` bodies and ``chat.completion.chunk`` stream chunks for one reply."""
+
+    def __init__(self, head: dict[str, Any], tokens: TokenText, top_logprobs: int | None,
+                 tool_names: list[str] | None):
+        self.head, self.tokens, self.k, self.tool_names = head, tokens, top_logprobs, tool_names
+        self._filter = ToolCallStreamFilter(tool_names) if tool_names is not None else None
+
+    def response(self, run: _Generation) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": run.text}
+        finish = run.finish_reason
+        if self.tool_names is not None:
+            reply = parse_tool_calls(run.text, self.tool_names)
+            message.update(_tool_message(reply, run.text))
+            if reply.tool_calls:
+                finish = "tool_calls"
+        lp = None if self.k is None else {"content": chat_logprobs(self.tokens, run.token_ids, run.logprobs, self.k)}
+        return {**self.head, "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "logprobs": lp, "finish_reason": finish}],
+                "usage": run.usage()}
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+        return {**self.head, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def on_output(self, out: RequestOutput) -> list[dict[str, Any]]:
+        text = self._filter.feed(out.text) if self._filter else out.text
+        lp = None
+        if self.k is not None and out.logprobs:
+            lp = {"content": chat_logprobs(self.tokens, out.token_ids, out.logprobs, self.k)}
+        return [self._chunk({"content": text}, logprobs=lp)] if text or (lp and lp["content"]) else []
+
+    def closing(self, run: _Generation) -> list[dict[str, Any]]:
+        chunks, finish = [], run.finish_reason
+        if self._filter is not None:
+            tail, reply = self._filter.finish()
+            if tail:
+                chunks.append(self._chunk({"content": tail}))
+            if reply.tool_calls:  # sent whole, once the reply is complete
+                calls = [{"index": i, **tc.to_openai()} for i, tc in enumerate(reply.tool_calls)]
+                chunks.append(self._chunk({"tool_calls": calls}))
+                finish = "tool_calls"
+        return chunks + [self._chunk({}, finish)]
+
+    def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
+        return {**self.head, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+
+
+class _CompletionChunks:
+    """``text_completion`` bodies and stream chunks for one reply."""
+
+    def __init__(self, head: dict[str, Any], tokens: TokenText, logprobs: int | None):
+        self.head, self.tokens, self.k = head, tokens, logprobs
+        self._offset = 0  # text offset of the next streamed token, for logprobs
+
+    def response(self, run: _Generation) -> dict[str, Any]:
+        lp = None if self.k is None else completion_logprobs(self.tokens, run.token_ids, run.logprobs, self.k)
+        return {**self.head, "choices": [{"index": 0, "text": run.text, "logprobs": lp,
+                                          "finish_reason": run.finish_reason}], "usage": run.usage()}
+
+    def opening(self) -> list[dict[str, Any]]:
+        return []
+
+    def on_output(self, out: RequestOutput) -> list[dict[str, Any]]:
+        lp = None
+        if self.k is not None and out.logprobs:
+            lp = completion_logprobs(self.tokens, out.token_ids, out.logprobs, self.k, self._offset)
+            self._offset += sum(len(t) for t in lp["tokens"])
+        if not (out.text or lp or out.finished):
+            return []
+        return [{**self.head, "choices": [{"index": 0, "text": out.text, "logprobs": lp,
+                                           "finish_reason": out.finish_reason}]}]
+
+    def closing(self, run: _Generation) -> list[dict[str, Any]]:
+        return []
+
+    def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
+        return {**self.head, "choices": [], "usage": usage}
+
+
+def _tool_message(reply: ParsedReply, raw_text: str) -> dict[str, Any]:
+    """Message fields for a reply parsed for tool calls.
+
+    With calls, ``content`` is the text around them (or null). Without any
+    usable call the model's text is kept whole, so nothing it wrote is lost.
+    ``tool_call_errors`` (an extension) describes malformed blocks, worded to
+    be sent back to the model.
+    """
+    fields: dict[str, Any] = {}
+    if reply.tool_calls:
+        fields["content"] = reply.content or None
+        fields["tool_calls"] = [tc.to_openai() for tc in reply.tool_calls]
+    else:
+        fields["content"] = raw_text
+    if reply.errors:
+        fields["tool_call_errors"] = reply.errors
+    return fields
+
+
+# ---- endpoints ----------------------------------------------------------------------
+
+def create_app(client: LLMClient, model_name: str | None = None) -> FastAPI:
+    """The FastAPI app serving ``client`` under OpenAI's routes.
+
+    Example::
+
+        app = create_app(LocalClient(Engine(EngineConfig(model="default"))))
+        uvicorn.run(app, port=8000)
+
+    The engine binds to the event loop that first runs a request, so run the
+    app in one server loop. ``model_name`` defaults to ``client.model_name``;
+    requests may name any model and are answered by this one.
+    """
+    name = model_name or getattr(client, "model_name", None) or "tether"
+    created = int(time.time())
+    metrics = ServerMetrics()
+    tokens = TokenText(getattr(client, "tokenizer", None))
+    app = FastAPI(title="tether", description="OpenAI-compatible API over a tether engine")
+    app.state.client, app.state.metrics, app.state.model_name = client, metrics, name
+
+    @app.exception_handler(OpenAIError)
+    async def _openai_error(_: HTTPRequest, e: OpenAIError) -> JSONResponse:
+        return e.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: HTTPRequest, e: StarletteHTTPException) -> JSONResponse:
+        kind = "invalid_request_error" if e.status_code < 500 else "server_error"
+        return OpenAIError(str(e.detail), e.status_code, type=kind).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: HTTPRequest, e: Exception) -> JSONResponse:
+        return as_openai_error(e).response()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(http: HTTPRequest) -> Any:
+        body = parse_body(await http.body(), ChatCompletionBody)
+        request, tool_names, k = chat_request(body)
+        call = await _Call(client, body, metrics).begin(request)
+        head = {"id": "chatcmpl-" + request.request_id, "created": int(time.time()), "model": name,
+                "system_fingerprint": None}
+        fmt = _ChatChunks(head, tokens, k, tool_names)
+        return call.stream(fmt) if body.stream else fmt.response(await call.collect())
+
+    @app.post("/v1/completions")
+    async def completions(http: HTTPRequest) -> Any:
+        body = parse_body(await http.body(), CompletionBody)
+        request = completion_request(body, client.tokenizer)
+        call = await _Call(client, body, metrics).begin(request)
+        head = {"id": "cmpl-" + request.request_id, "object": "text_completion", "created": int(time.time()),
+                "model": name}
+        fmt = _CompletionChunks(head, tokens, body.logprobs)
+        return call.stream(fmt) if body.stream else fmt.response(await call.collect())
+
+    def _model_card() -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": created, "owned_by": "tether"}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        if model_id != name:
+            raise OpenAIError(f"model {model_id!r} is not served here; this server serves {name!r}", 404,
+                              "model", "model_not_found")
+        return _model_card()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        metrics.update_from_stats(await client.stats())
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    routes = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
+    app.add_middleware(CountRequests, metrics=metrics, routes=routes)
+    return app
+
+
+def serve(client: LLMClient, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None,
+          log_level: str = "info") -> None:
+    """Serve ``client`` over HTTP until interrupted (blocks).
+
+    Example::
+
+        serve(LocalClient(Engine(EngineConfig(model="default"))), host="0.0.0.0", port=8000)
+    """
+    import uvicorn
+
+    uvicorn.run(create_app(client, model_name), host=host, port=port, log_level=log_level)

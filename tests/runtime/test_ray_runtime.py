@@ -1,0 +1,152 @@
+"""The runtime on a real local Ray cluster: programs, tools, routing, cancellation, faults.
+
+The replicas serve a tiny random-weight Llama with the default model's
+tokenizer, so every path is real and each call takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+import ray
+
+from tether.agents import Agent, Context, ProgramFailed, Runtime, tool
+from tether.engine.random_model import save_random_checkpoint
+from tether.runtime.chat_format import ToolCall
+
+pytestmark = pytest.mark.timeout(300)
+# Agent code defined here travels to the program actors by value (workers cannot import test modules).
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory):
+    path = save_random_checkpoint(tmp_path_factory.mktemp("tiny"))
+    runtime = Runtime(model=str(path), replicas=2, num_cpus=2, tool_timeout_s=5,
+                      engine={"num_kv_blocks": 256, "max_num_batched_tokens": 256})
+    runtime.start()
+    yield runtime
+    runtime.shutdown()
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@tool
+def explode(reason: str) -> str:
+    """Always fails."""
+    raise RuntimeError(f"exploded: {reason}")
+
+
+@tool(timeout_s=0.5)
+async def slow(seconds: float) -> str:
+    """Sleeps too long."""
+    await asyncio.sleep(seconds)
+    return "woke up"
+
+
+async def chatter(ctx: Context, input: str) -> dict:
+    reply = await ctx.chat([{"role": "user", "content": input}], max_tokens=6, temperature=0)
+    again = await ctx.chat([{"role": "user", "content": input}], max_tokens=6, temperature=0)
+    return {"text": reply.text, "ids": reply.token_ids, "usage": reply.usage, "cached": again.usage.cached_tokens,
+            "program": ctx.program_id}
+
+
+def test_run_returns_the_agents_value_with_usage(rt):
+    out = rt.run(chatter, input="Say something about KV caches, please, at some length.")
+    assert len(out["ids"]) == 6 and out["usage"].prompt_tokens > 10 and out["usage"].ttft_s > 0
+    assert out["cached"] >= 16  # the second turn hit the first one's prefix on the same replica
+
+
+def test_many_programs_run_concurrently_across_replicas(rt):
+    before = [s["finished"] for s in rt.stats()["replicas"]]
+    handles = [rt.submit(chatter, input=f"question {i}") for i in range(8)]
+    outs = [h.result(timeout=120) for h in handles]
+    assert len({o["program"] for o in outs}) == 8
+    after = [s["finished"] for s in rt.stats()["replicas"]]
+    assert all(a - b >= 4 for a, b in zip(after, before))  # both replicas served programs
+
+
+async def tool_user(ctx: Context, input: str, forced: list[int]) -> list[str]:
+    # The random-weight model would never write a tool call; force the text it emits.
+    reply = await ctx.chat([{"role": "user", "content": input}], tools=[add, explode, slow],
+                           forced_output_ids=forced)
+    results = await ctx.call_tools(reply.tool_calls)
+    results += await ctx.call_tools([ToolCall("explode", {"reason": "test"}), ToolCall("slow", {"seconds": 30}),
+                                     ToolCall("add", {"a": "x"}), ToolCall("nope", {})])
+    final = await ctx.chat([{"role": "user", "content": input}], max_tokens=3, is_last_turn=True)
+    return [m.content for m in results] + [final.finish_reason]
+
+
+def test_tool_calls_errors_and_timeouts_go_back_to_the_model(rt):
+    forced = rt.tokenizer.encode('<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>',
+                                 add_special_tokens=False)
+    hints_before = rt.stats()["tool_hints"]
+    t0 = time.perf_counter()
+    out = rt.run(tool_user, input="What is 2 + 3?", forced=forced)
+    assert out[0] == "5"  # parsed from the model's (forced) <tool_call> and run on a tool executor
+    assert out[1].startswith("error: RuntimeError: exploded: test")
+    assert "timed out" in out[2]
+    assert out[3].startswith("error: invalid arguments for tool 'add'")
+    assert out[4].startswith("error: unknown tool 'nope'")
+    assert out[5] in ("length", "stop")  # the program went on after every failure
+    assert time.perf_counter() - t0 < 20
+    s = rt.stats()
+    assert s["tool_hints"] - hints_before == 2 and s["programs_ended"] >= 1
+
+
+def test_agent_class_loop_and_handoff(rt):
+    helper = Agent("helper", "You answer briefly.", max_tokens=5, temperature=0)
+
+    async def boss(ctx: Context, input: str) -> str:
+        sub = await ctx.run(helper, input=input)
+        return f"helper said: {sub}"
+    out = rt.submit(boss, input="hi").outcome(timeout=60)
+    assert out.ok and out.value.value.startswith("helper said:")
+    assert out.value.agents["helper"]["turns"] == 1 and out.value.agents["boss"]["turns"] == 0
+
+
+async def long_writer(ctx: Context, input: str) -> str:
+    reply = await ctx.chat([{"role": "user", "content": input}], max_tokens=1500, ignore_eos=True, temperature=0)
+    return reply.text
+
+
+def _idle(rt) -> bool:
+    s = rt.stats()
+    return s["running"] == 0 and s["waiting"] == 0 and s["kv_blocks_used"] == 0
+
+
+def test_cancel_aborts_engine_requests_and_frees_blocks(rt):
+    h = rt.submit(long_writer, input="write forever")
+    deadline = time.time() + 30
+    while rt.stats()["running"] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    h.cancel()
+    res = h.outcome(timeout=30)
+    assert not res.ok and res.error == "cancelled"
+    deadline = time.time() + 10
+    while not _idle(rt) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _idle(rt)
+    with pytest.raises(ProgramFailed, match="cancelled"):
+        h.result()
+
+
+def test_dead_replica_fails_its_programs_and_others_go_on(rt):
+    """Runs last: it kills one of the module's two replicas."""
+    handles = [rt.submit(long_writer, input=f"story {i}") for i in range(2)]
+    deadline = time.time() + 30
+    while rt.stats()["running"] < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    ray.kill(rt.replicas[0])
+    results = [h.outcome(timeout=120) for h in handles]
+    failed = [r for r in results if not r.ok]
+    assert len(failed) == 1 and "engine replica 0 died" in failed[0].error
+    assert sum(r.ok for r in results) == 1
+    assert rt.run(chatter, input="still there?")["text"] is not None  # new programs avoid the dead replica

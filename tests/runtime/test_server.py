@@ -1,0 +1,292 @@
+"""The OpenAI-compatible server, driven by the official ``openai`` client against a real uvicorn server.
+
+One module-scoped server runs the real default model (SmolLM2-135M-Instruct).
+The engine is created here but only the server's event loop drives it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from tether.engine import Engine, EngineConfig, EngineError, RequestOutput
+from tether.runtime.client import LLMClient, LocalClient
+from tether.runtime.server import create_app
+
+MODEL = "smollm2"
+ASK = [{"role": "user", "content": "Name three colors of the rainbow."}]
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+@pytest.fixture(scope="module")
+def server():
+    engine = Engine(EngineConfig(model="default", num_kv_blocks=256, max_num_batched_tokens=256))
+    events: list = []
+    engine.add_listener(events.append)  # called from the step thread; list.append is atomic
+    app = create_app(LocalClient(engine), model_name=MODEL)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=srv.run, name="tether-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    port = srv.servers[0].sockets[0].getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    yield SimpleNamespace(base=base, engine=engine, events=events,
+                          oai=openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=60))
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def chat(server, **kw):
+    kw.setdefault("messages", ASK)
+    kw.setdefault("max_tokens", 16)
+    kw.setdefault("temperature", 0)
+    return server.oai.chat.completions.create(model=MODEL, **kw)
+
+
+def assert_openai_error(resp: httpx.Response, status: int = 400, param: str | None = None) -> dict:
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert err["type"] == ("invalid_request_error" if status < 500 else "server_error")
+    if param is not None:
+        assert err["param"] == param
+    return err
+
+
+# ---- basics -------------------------------------------------------------------------
+
+def test_health_and_models(server):
+    assert httpx.get(f"{server.base}/health").json() == {"status": "ok"}
+    assert [m.id for m in server.oai.models.list()] == [MODEL]
+    assert server.oai.models.retrieve(MODEL).owned_by == "tether"
+
+
+def test_plain_chat_completion(server):
+    r = chat(server)
+    choice = r.choices[0]
+    assert r.object == "chat.completion" and r.model == MODEL and r.id.startswith("chatcmpl-")
+    assert choice.message.role == "assistant" and choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length") and choice.message.tool_calls is None
+    u = r.usage
+    assert u.prompt_tokens > 10 and 0 < u.completion_tokens <= 16
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+
+
+def test_repeated_long_prompt_reports_cached_tokens(server):
+    system = "You are a careful assistant. " + " ".join(f"Rule {i}: answer briefly and politely." for i in range(12))
+    msgs = [{"role": "system", "content": system}, {"role": "user", "content": "Say hi."}]
+    chat(server, messages=msgs, max_tokens=4)
+    u = chat(server, messages=msgs, max_tokens=4).usage
+    assert u.prompt_tokens > 64
+    assert u.prompt_tokens_details.cached_tokens >= 64 and u.prompt_tokens_details.cached_tokens % 16 == 0
+
+
+def test_stream_equals_plain_greedy_text(server):
+    plain = chat(server, max_tokens=24)
+    chunks = list(chat(server, max_tokens=24, stream=True, stream_options={"include_usage": True}))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert deltas[0].role == "assistant"
+    assert "".join(d.content or "" for d in deltas) == plain.choices[0].message.content
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [plain.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_stop_strings_cut_plain_and_streamed_text(server):
+    text = chat(server, max_tokens=24).choices[0].message.content
+    stop = text[len(text) // 2:len(text) // 2 + 3]
+    assert stop.strip(), text
+    expect = text[:text.index(stop)]
+    r = chat(server, max_tokens=24, stop=[stop, "\u2603never"])
+    assert r.choices[0].message.content == expect and r.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chat(server, max_tokens=24, stop=stop, stream=True))
+    assert streamed == expect
+
+
+def test_logprobs_have_openai_shape(server):
+    r = chat(server, max_tokens=8, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert 0 < len(content) <= 8
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        tops = [t.logprob for t in entry.top_logprobs]
+        assert tops == sorted(tops, reverse=True)
+        assert entry.top_logprobs[0].token == entry.token  # greedy picks the most likely token
+        assert bytes(entry.bytes).decode("utf-8", errors="replace") == entry.token
+    assert b"".join(bytes(e.bytes) for e in content).decode() == r.choices[0].message.content
+    assert chat(server, max_tokens=2).choices[0].logprobs is None
+
+
+def test_completions_plain_streamed_and_token_ids(server):
+    kw = dict(model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0)
+    plain = server.oai.completions.create(**kw)
+    assert plain.object == "text_completion" and plain.choices[0].text
+    assert plain.choices[0].finish_reason in ("stop", "length") and plain.usage.completion_tokens <= 8
+    streamed = "".join(c.choices[0].text for c in server.oai.completions.create(stream=True, **kw) if c.choices)
+    assert streamed == plain.choices[0].text
+    ids = server.engine.tokenizer.encode("The capital of France is")
+    by_ids = server.oai.completions.create(**{**kw, "prompt": ids, "logprobs": 2})
+    assert by_ids.choices[0].text == plain.choices[0].text
+    lp = by_ids.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert all(len(t) == 2 for t in lp.top_logprobs) and "".join(lp.tokens) == by_ids.choices[0].text
+
+
+def test_metrics_exposes_request_token_and_engine_series(server):
+    chat(server, max_tokens=2)
+    text = httpx.get(f"{server.base}/metrics").text
+    for name in ("tether_http_requests_total", "tether_prompt_tokens_total", "tether_completion_tokens_total",
+                 "tether_cached_prompt_tokens_total", "tether_time_to_first_token_seconds_bucket",
+                 "tether_requests_running", "tether_requests_waiting", "tether_kv_blocks_used",
+                 "tether_kv_blocks_total", "tether_prefix_hit_tokens"):
+        assert name in text, name
+    assert 'tether_http_requests_total{route="/v1/chat/completions",status="200"}' in text
+    assert "tether_kv_blocks_total 256.0" in text
+
+
+# ---- tools --------------------------------------------------------------------------
+
+def _assert_reply_well_formed(choice) -> None:
+    calls = choice.message.tool_calls or []
+    if calls:
+        assert choice.finish_reason == "tool_calls"
+        for tc in calls:
+            assert tc.id and tc.type == "function" and tc.function.name == "get_weather"
+            assert isinstance(json.loads(tc.function.arguments), dict)
+    else:
+        assert choice.finish_reason in ("stop", "length") and isinstance(choice.message.content, str)
+
+
+def test_request_with_tools_returns_content_or_tool_calls(server):
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    _assert_reply_well_formed(chat(server, messages=msgs, tools=[WEATHER], max_tokens=32).choices[0])
+    forced = chat(server, messages=msgs, tools=[WEATHER], max_tokens=32,
+                  tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    _assert_reply_well_formed(forced.choices[0])
+
+
+def test_tool_conversation_round_trip_and_streamed_tools(server):
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees and sunny"}]
+    _assert_reply_well_formed(chat(server, messages=msgs, tools=[WEATHER]).choices[0])
+    chunks = list(chat(server, messages=msgs[:1], tools=[WEATHER], max_tokens=32, stream=True))
+    finish = chunks[-1].choices[0].finish_reason
+    calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert (finish == "tool_calls") == bool(calls)
+
+
+# ---- program extensions -------------------------------------------------------------
+
+def test_program_fields_reach_the_engine(server):
+    chat(server, max_tokens=2, extra_body={"program_id": "prog-1", "turn": 1, "tool_hint": ["search"]})
+    assert server.engine.core.last_tools["prog-1"] == ["search"]
+    chat(server, max_tokens=2, extra_body={"program_id": "prog-1", "is_last_turn": True, "tool_hint": "grep"})
+    hints = [e.data["tools"] for e in server.events if e.kind == "tool_call" and e.program_id == "prog-1"]
+    assert hints == [["search"], ["grep"]]
+    assert "prog-1" not in server.engine.core.last_tools  # end_program forgot it
+
+
+def test_client_disconnect_aborts_the_stream(server):
+    before = sum(1 for e in server.events if e.kind == "finished" and e.data.get("reason") == "abort")
+    body = {"model": MODEL, "messages": ASK, "max_tokens": 400, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{server.base}/v1/chat/completions", json=body, timeout=30) as resp:
+        assert resp.status_code == 200
+        lines = resp.iter_lines()
+        assert next(lines).startswith("data: ")  # generation has started; now hang up
+    deadline = time.monotonic() + 10
+    while sum(1 for e in server.events if e.kind == "finished" and e.data.get("reason") == "abort") == before:
+        assert time.monotonic() < deadline, "the engine request was not aborted"
+        time.sleep(0.05)
+    assert server.engine.stats()["running"] == 0
+
+
+# ---- malformed requests -------------------------------------------------------------
+
+def test_bad_json_and_bad_fields_get_openai_errors(server):
+    url = f"{server.base}/v1/chat/completions"
+    assert_openai_error(httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}))
+    assert_openai_error(httpx.post(url, json=[1, 2]))
+    assert_openai_error(httpx.post(url, json={"model": MODEL}), param="messages")
+    assert_openai_error(httpx.post(url, json={"messages": "hi"}), param="messages")
+    assert_openai_error(httpx.post(url, json={"messages": []}), param="messages")
+    assert_openai_error(httpx.post(url, json={"messages": [{"role": "robot", "content": "x"}]}),
+                        param="messages.0.role")
+    assert_openai_error(httpx.post(url, json={"messages": ASK, "max_tokens": "many"}), param="max_tokens")
+    assert_openai_error(httpx.post(url, json={"messages": ASK, "tool_hint": "x"}), param="tool_hint")
+    assert_openai_error(httpx.post(f"{server.base}/v1/completions", json={"prompt": []}), param="prompt")
+    assert_openai_error(httpx.post(f"{server.base}/v1/nope", json={}), status=404)
+
+
+@pytest.mark.parametrize("kw, param", [
+    ({"temperature": -1}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"n": 2}, "n"),
+    ({"max_tokens": 100_000}, None),  # RequestRejected: exceeds the context
+    ({"logprobs": True, "top_logprobs": 50}, "top_logprobs"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+])
+def test_invalid_values_raise_bad_request(server, kw, param):
+    with pytest.raises(openai.BadRequestError) as info:
+        chat(server, **{"max_tokens": 4, **kw})
+    err = info.value.response.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["message"]
+    if param is not None:
+        assert err["param"] == param
+
+
+def test_unknown_openai_fields_are_ignored(server):
+    r = chat(server, max_tokens=2, presence_penalty=0, user="u-1", parallel_tool_calls=True, store=False)
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
+# ---- engine failures (no model needed) -----------------------------------------------
+
+class _FailingClient(LLMClient):
+    """Fails at once, or after one token when ``after_first``."""
+
+    model_name, tokenizer = "broken", None
+
+    def __init__(self, after_first: bool = False):
+        self.after_first = after_first
+
+    async def generate(self, request):
+        if self.after_first:
+            yield RequestOutput(request.request_id, [5], "Hi")
+        raise EngineError("engine step failed: out of memory")
+
+    async def abort(self, request_id): ...
+    async def stats(self): return {}
+    async def tool_hint(self, program_id, tool_names): ...
+    async def end_program(self, program_id): ...
+
+
+async def test_engine_failure_is_a_500_in_openai_shape():
+    transport = httpx.ASGITransport(app=create_app(_FailingClient()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        for stream in (False, True):
+            resp = await http.post("/v1/chat/completions", json={"messages": ASK, "stream": stream})
+            assert "out of memory" in assert_openai_error(resp, status=500)["message"]
+
+
+async def test_failure_after_streaming_began_is_reported_in_band():
+    transport = httpx.ASGITransport(app=create_app(_FailingClient(after_first=True)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        resp = await http.post("/v1/chat/completions", json={"messages": ASK, "stream": True})
+    events = [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
+    assert resp.status_code == 200 and events[1]["choices"][0]["delta"] == {"content": "Hi"}
+    assert events[-1]["error"]["type"] == "server_error" and "[DONE]" not in resp.text
