@@ -83,9 +83,10 @@ def _prefill_one(q, k_cache, v_cache, block_table, seq_len, scale):
     else:  # query j sees keys up to (seq_len - q_len + j)
         qpos = torch.arange(seq_len - q_len, seq_len, device=q.device)[:, None]
         mask, causal = torch.arange(seq_len, device=q.device)[None, :] <= qpos, False
-    o = F.scaled_dot_product_attention(q.transpose(0, 1).to(k.dtype), k, v, attn_mask=mask, is_causal=causal,
-                                       scale=scale, enable_gqa=True)
-    return o.transpose(0, 1).to(q.dtype)
+    # 4-D inputs: torch's CPU flash kernel takes them; 3-D ones fall back to the math path.
+    o = F.scaled_dot_product_attention(q.transpose(0, 1).to(k.dtype)[None], k[None], v[None], attn_mask=mask,
+                                       is_causal=causal, scale=scale, enable_gqa=True)
+    return o[0].transpose(0, 1).to(q.dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

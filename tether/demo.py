@@ -104,7 +104,7 @@ def main(model: str = "default") -> int:
                 acc[k] = acc.get(k, 0) + v
     rows = [[a, int(s["turns"]), int(s["tool_calls"]), int(s["prompt_tokens"]), int(s["cached_tokens"]),
              int(s["output_tokens"]), f"{s['llm_time_s']:.1f}s", f"{s['tool_time_s']:.2f}s"]
-            for a, s in totals.items()]
+            for a, s in totals.items() if s["turns"] or s["tool_calls"]]
     print(_table(["agent", "turns", "tool calls", "prompt tok", "cached tok", "output tok", "time in LLM",
                   "time in tools"], rows))
     hit = stats["prefix_hit_tokens"] / max(1, stats["prompt_tokens"])
