@@ -57,7 +57,7 @@ class EngineCore:
         self.detok = Detokenizer(tokenizer)
         self.lock = threading.RLock()
         self.counters = {"requests": 0, "finished": 0, "aborted": 0, "prompt_tokens": 0,
-                         "generated_tokens": 0, "computed_tokens": 0, "steps": 0, "tool_hints": 0,
+                         "generated_tokens": 0, "computed_tokens": 0, "steps": 0, "recomputed_tokens": 0, "tool_hints": 0,
                          "programs_ended": 0}
         self.finished_metrics: list = []
         self.last_tools: dict[str, list[str]] = {}  # program id -> tools its last turn called
@@ -169,6 +169,10 @@ class EngineCore:
                 return self._fail_all(f"engine step failed: {type(e).__name__}: {e}")
             outputs = []
             for seq, n, res in zip(batch.seqs, batch.num_new_tokens, results):
+                start = seq.num_computed_tokens
+                # Tokens below the high-water mark had KV before a preemption dropped it.
+                self.counters["recomputed_tokens"] += max(0, min(start + n, seq.high_water) - start)
+                seq.high_water = max(seq.high_water, start + n)
                 seq.num_computed_tokens += n
                 self.counters["computed_tokens"] += n
                 self.kv.commit_computed(seq)

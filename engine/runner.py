@@ -25,7 +25,8 @@ class Runner(ABC):
         """The request is gone; drop any per-request state."""
 
 
-def _forced_token(seq: Sequence) -> int | None:
+def forced_token(seq: Sequence) -> int | None:
+    """The token ``forced_output_ids`` dictates for this sequence's next output, if any."""
     forced = seq.sampling.forced_output_ids
     return None if forced is None else forced[seq.num_output_tokens]
 
@@ -74,13 +75,12 @@ class ModelRunner(Runner):
         qsl = meta.query_start_loc.tolist()
         logits_indices = torch.tensor([qsl[i + 1] - 1 for i in sample_rows], dtype=torch.int64, device=self.device)
         results: list[SampleResult | None] = [None] * len(batch.seqs)
-        if not sample_rows:
-            self.model.forward(input_ids, positions, meta, self.kv_caches, logits_indices)
-            return results
         logits = self.model.forward(input_ids, positions, meta, self.kv_caches, logits_indices)
+        if not sample_rows:
+            return results
         seqs = [batch.seqs[i] for i in sample_rows]
         samples = self.sampler.sample(logits, [s.sampling for s in seqs], [s.request_id for s in seqs],
-                                      [_forced_token(s) for s in seqs])
+                                      [forced_token(s) for s in seqs])
         for i, r in zip(sample_rows, samples):
             results[i] = r
         return results

@@ -35,6 +35,7 @@ class Sequence:
         self.priority_time = arrival_time
         self.status = SeqStatus.WAITING
         self.num_computed_tokens = 0
+        self.high_water = 0  # most tokens ever computed (recompute accounting after preemption)
         self.block_table: list[int] = []
         self.num_hashed_blocks = 0  # leading blocks of block_table registered in the prefix cache
         self.block_hashes: list[int] = []  # chained hash of each full block of token_ids

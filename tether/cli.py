@@ -6,6 +6,10 @@
     tether bench engine --json     engine throughput and prefix-cache TTFT against transformers
     tether bench kernels --json    Triton kernels against torch (needs CUDA)
     tether model prepare [MODEL]   convert a model (default: the default model) into the cache
+    tether trace convert INPUT --out trace.jsonl      any supported trajectory file or folder -> a trace
+    tether trace synth --programs N --seed S --out trace.jsonl
+    tether replay TRACE --policies baseline --kv-blocks N --mode sim|real --out DIR
+    tether profile --out profile.json                 measure a latency profile for simulated replay
 """
 
 from __future__ import annotations
@@ -71,6 +75,41 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace(args: argparse.Namespace) -> int:
+    from tether.workloads.trace import TraceError
+    try:
+        if args.action == "convert":
+            from tether.workloads.loaders import load_trajectories
+            tokenizer = None
+            if args.tokenize:
+                from transformers import AutoTokenizer
+
+                from tether.engine.model_loader import resolve_model_path
+                tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(args.model)))
+            trace = load_trajectories(args.input, tokenizer=tokenizer, seed=args.seed)
+        else:
+            from tether.workloads.synth import synthesize
+            trace = synthesize(args.programs, seed=args.seed, rate=args.rate, concurrency=args.concurrency)
+    except TraceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    path = trace.save(args.out)
+    turns = sum(len(p.turns) for p in trace.programs)
+    print(f"wrote {len(trace.programs)} programs, {turns} turns to {path}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from tether.workloads.replay import main as replay_main
+    from tether.workloads.trace import TraceError
+    try:
+        replay_main(args.rest)
+    except (TraceError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     if args.what == "engine":
         from tether.engine.bench import main as bench_main
@@ -110,6 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
     b.set_defaults(fn=_bench)
 
+    t = sub.add_parser("trace", help="convert or synthesize traces")
+    tsub = t.add_subparsers(dest="action", required=True)
+    tc = tsub.add_parser("convert", help="a trajectory file or folder (format detected) -> trace.jsonl")
+    tc.add_argument("input")
+    tc.add_argument("--out", required=True)
+    tc.add_argument("--tokenize", action="store_true", help="tokenize real text with the model's tokenizer")
+    tc.add_argument("--model", default="default")
+    tc.add_argument("--seed", type=int, default=0, help="for durations drawn where the source has none")
+    tc.set_defaults(fn=_trace)
+    ts = tsub.add_parser("synth", help="synthesize SWE-bench-like programs")
+    ts.add_argument("--programs", type=int, required=True)
+    ts.add_argument("--seed", type=int, default=0)
+    arr = ts.add_mutually_exclusive_group()
+    arr.add_argument("--rate", type=float, help="Poisson arrivals, programs/s")
+    arr.add_argument("--concurrency", type=int, help="closed loop at this many programs in flight")
+    ts.add_argument("--out", required=True)
+    ts.set_defaults(fn=_trace)
+
+    # Listed for --help; main() hands their arguments to the modules' own parsers.
+    sub.add_parser("replay", help="replay a trace under policies (see tether replay --help)")
+    sub.add_parser("profile", help="measure a latency profile (see tether profile --help)")
+
     m = sub.add_parser("model", help="model cache")
     msub = m.add_subparsers(dest="action", required=True)
     mp = msub.add_parser("prepare", help="convert a model into the cache once")
@@ -119,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "replay":  # these two parse their own options
+        return _replay(argparse.Namespace(rest=argv[1:]))
+    if argv and argv[0] == "profile":
+        from tether.engine.profiler import main as profile_main
+        profile_main(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     return args.fn(args) or 0
 

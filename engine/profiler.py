@@ -1,0 +1,67 @@
+"""``tether profile``: measure a latency profile for the simulated runner on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+from tether.engine.config import EngineConfig
+from tether.engine.engine import Engine
+from tether.engine.latency_profile import LatencyProfile, StepShape
+from tether.engine.request import Request
+from tether.engine.sampling import SamplingParams
+
+
+def measure_profile(config: EngineConfig, seed: int = 0, rounds: int = 3) -> LatencyProfile:
+    """Run mixed prefill/decode steps through the real runner, time each, fit the model.
+
+    Example::
+
+        prof = measure_profile(EngineConfig(model="default"))
+        prof.save("profiles/cpu-smollm2.json")
+    """
+    engine = Engine(config)
+    core, runner = engine.core, engine.core.runner
+    shapes: list[StepShape] = []
+    times: list[float] = []
+    real_execute = runner.execute
+
+    def timed(batch):
+        ctx = [s.num_computed_tokens + n for s, n in zip(batch.seqs, batch.num_new_tokens)]
+        t0 = time.perf_counter()
+        out = real_execute(batch)
+        times.append(time.perf_counter() - t0)
+        shapes.append(StepShape(new_tokens=list(batch.num_new_tokens), context=ctx))
+        return out
+    runner.execute = timed
+    rng = random.Random(seed)
+    limit = min(core.max_model_len, 4096)
+    for r in range(rounds):
+        # Vary batch width and prompt length so every term of the model is exercised.
+        for width in (1, 4, 16):
+            for _ in range(width):
+                n = rng.randint(16, limit // 2)
+                core.add_request(Request(prompt_token_ids=[rng.randrange(1000, 20000) for _ in range(n)],
+                                         sampling=SamplingParams(max_tokens=rng.randint(8, 48), temperature=0,
+                                                                 ignore_eos=True)))
+            while core.has_work():
+                core.step()
+    runner.execute = real_execute
+    name = f"{config.model}@{config.device}"
+    prof = LatencyProfile.fit(shapes, times, name=name)
+    prof.meta.update(model=config.model, device=config.device, dtype=config.dtype,
+                     max_num_batched_tokens=config.max_num_batched_tokens)
+    return prof
+
+
+def main(argv: list[str] | None = None) -> LatencyProfile:
+    p = argparse.ArgumentParser(prog="tether profile", description=__doc__)
+    p.add_argument("--model", default="default")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="profile.json")
+    p.add_argument("--rounds", type=int, default=2)
+    args = p.parse_args(argv)
+    prof = measure_profile(EngineConfig(model=args.model, device=args.device), rounds=args.rounds)
+    print(f"{prof.model_dump_json(indent=2)}\nsaved to {prof.save(args.out)}")
+    return prof

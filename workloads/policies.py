@@ -1,0 +1,42 @@
+"""Scheduling policies a replay compares, registered by name.
+
+A policy is a set of ``EngineConfig`` fields: the same engine code runs under
+each, in simulated and in real mode. Later policies (Continuum's rule,
+tether's own) register here without touching the harness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    description: str
+    engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig overrides
+
+
+POLICIES: dict[str, Policy] = {}
+
+
+def register(policy: Policy) -> Policy:
+    if policy.name in POLICIES:
+        raise ValueError(f"policy {policy.name!r} is already registered")
+    POLICIES[policy.name] = policy
+    return policy
+
+
+def get_policies(names: str | list[str]) -> list[Policy]:
+    """``"baseline,tether"`` or a list -> policies; unknown names list the known ones."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in POLICIES]
+    if unknown or not names:
+        raise ValueError(f"unknown policy {unknown[0] if unknown else '(none)'}; known: {', '.join(POLICIES)}")
+    return [POLICIES[n] for n in names]
+
+
+register(Policy("baseline", "request FCFS, LRU eviction, no pins: what a vLLM user gets",
+                {"queue_policy": "fcfs", "eviction_policy": "lru"}))

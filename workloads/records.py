@@ -1,0 +1,50 @@
+"""What a replay records: one row per turn, KV usage samples, engine counters.
+
+Both replay modes (simulated and real) produce a ``ReplayRun``; metrics,
+tables, CSVs and plots are computed from it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TurnRecord:
+    """One LLM call of one program, and the tool phase that followed it (times in seconds)."""
+
+    program_id: str
+    turn: int
+    submitted_s: float          # the request reached the engine
+    first_token_s: float        # its first output token
+    finished_s: float           # its last output token
+    prompt_tokens: int
+    cached_tokens: int          # prefix-hit tokens at admission
+    output_tokens: int
+    tool_name: str | None = None
+    tool_duration_s: float = 0.0  # the tool phase after this turn (0 on the last turn)
+    preemptions: int = 0
+
+
+@dataclass
+class KVSample:
+    time_s: float
+    used_blocks: int            # referenced by running requests or pins
+    pinned_blocks: int
+    cached_blocks: int          # unreferenced but still holding reusable content
+
+
+@dataclass
+class ReplayRun:
+    """Everything one policy's replay produced."""
+
+    policy: str
+    mode: str                     # "sim" or "real"
+    turns: list[TurnRecord] = field(default_factory=list)
+    program_arrivals: dict[str, float] = field(default_factory=dict)
+    kv_samples: list[KVSample] = field(default_factory=list)
+    kv_total_blocks: int = 0
+    engine_stats: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0           # how long the replay itself took to run
+    meta: dict[str, Any] = field(default_factory=dict)  # trace meta, scales, seed, profile

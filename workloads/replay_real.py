@@ -1,0 +1,105 @@
+"""Real replay: each program runs as an agent program through the runtime (Ray actors,
+an engine replica, a real model). Prompts are the trace's history, outputs are
+forced to the recorded tokens, and tool phases are waited out in real time."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from dataclasses import dataclass
+
+from tether.agents import Runtime
+from tether.engine import Request, SamplingParams
+from tether.runtime.program import ProgramServices
+from tether.workloads.policies import Policy
+from tether.workloads.records import KVSample, ReplayRun, TurnRecord
+from tether.workloads.replay_common import ReplaySettings, TurnFeeder
+
+
+@dataclass
+class TurnPlan:
+    append_ids: list[int]
+    output_ids: list[int]
+    tool_name: str | None
+    tool_wait_s: float
+
+
+async def replay_program(services: ProgramServices, plan: list[TurnPlan], t0: float) -> list[TurnRecord]:
+    """The agent program that replays one trace program (runs inside an ``AgentProgram`` actor)."""
+    records, history = [], []
+    for ti, turn in enumerate(plan):
+        history = history + turn.append_ids
+        last = ti == len(plan) - 1
+        submitted = time.time() - t0
+        outs = await services.llm.complete(Request(
+            prompt_token_ids=history, program_id=services.program_id, turn=ti, is_last_turn=last,
+            sampling=SamplingParams(max_tokens=len(turn.output_ids), forced_output_ids=turn.output_ids)))
+        m = outs[-1].metrics
+        first = submitted + (m.ttft or 0.0)
+        records.append(TurnRecord(services.program_id, ti, submitted, first, first + (m.decode_time or 0.0),
+                                  m.prompt_tokens, m.prefix_hit_tokens, m.output_tokens, turn.tool_name,
+                                  turn.tool_wait_s, m.preemptions))
+        history = history + [t for o in outs for t in o.token_ids]
+        if not last:
+            await services.llm.tool_hint(services.program_id, [turn.tool_name])
+            await asyncio.sleep(turn.tool_wait_s)
+    return records
+
+
+async def _entry(plan: list[TurnPlan], t0: float, ctx) -> list[TurnRecord]:
+    return await replay_program(ctx.services, plan, t0)
+
+
+def _plan(feeder: TurnFeeder, pi: int, time_scale: float) -> list[TurnPlan]:
+    turns = feeder.trace.programs[pi].turns
+    return [TurnPlan(list(t.append_token_ids), list(t.output_token_ids), t.tool.name if t.tool else None,
+                     (t.tool.duration_s * time_scale) if t.tool else 0.0) for t in turns]
+
+
+def replay_real(feeder: TurnFeeder, policy: Policy, settings: ReplaySettings, model: str = "default") -> ReplayRun:
+    """Replay the trace through a fresh ``Runtime`` whose engine runs ``policy``."""
+    started = time.perf_counter()
+    engine = dict(policy.engine, num_kv_blocks=settings.kv_blocks, block_size=settings.block_size,
+                  max_num_batched_tokens=settings.max_num_batched_tokens, max_num_seqs=settings.max_num_seqs)
+    run = ReplayRun(policy.name, "real", kv_total_blocks=settings.kv_blocks)
+    with Runtime(model=model, replicas=1, engine=engine) as rt:
+        run.turns, run.kv_samples, run.program_arrivals = asyncio.run(_drive(rt, feeder, settings))
+        run.engine_stats = rt.stats()["replicas"][0]
+    run.wall_s = time.perf_counter() - started
+    return run
+
+
+async def _drive(rt: Runtime, feeder: TurnFeeder, settings: ReplaySettings):
+    programs = feeder.trace.programs
+    t0 = time.time()
+    samples: list[KVSample] = []
+    arrivals: dict[str, float] = {}
+    limit = asyncio.Semaphore(settings.concurrency or len(programs))
+
+    async def one(pi: int) -> list[TurnRecord]:
+        program = programs[pi]
+        if not settings.concurrency:
+            await asyncio.sleep(max(0.0, program.arrival_s * settings.time_scale - (time.time() - t0)))
+        async with limit:
+            arrivals[program.program_id] = time.time() - t0
+            entry = functools.partial(_entry, _plan(feeder, pi, settings.time_scale), t0)
+            handle = rt.submit(entry, program_id=program.program_id)
+            return await handle
+
+    async def sample_kv(stop: asyncio.Event) -> None:
+        replica = rt.replicas[0]
+        while not stop.is_set():
+            s = await replica.stats.remote()
+            samples.append(KVSample(time.time() - t0, s["kv_blocks_used"], s["pinned_blocks"],
+                                    s["kv_blocks_cached_free"]))
+            await asyncio.sleep(0.1)
+
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_kv(stop))
+    try:
+        per_program = await asyncio.gather(*(one(i) for i in range(len(programs))))
+    finally:
+        stop.set()
+        await sampler
+    return [r for recs in per_program for r in recs], samples, arrivals
