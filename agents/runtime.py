@@ -58,6 +58,10 @@ class ProgramHandle:
         """The full result (ok, value as ``ProgramOutput``, error), never raising for a failed program."""
         return ray.get(self._ref, timeout=timeout)
 
+    async def outcome_async(self) -> ProgramResult:
+        """``outcome`` for async callers."""
+        return await self._ref
+
     def result(self, timeout: float | None = None) -> Any:
         return _unwrap(self.outcome(timeout))
 

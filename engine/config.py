@@ -16,7 +16,9 @@ class EngineConfig(BaseModel):
 
     ``num_kv_blocks=None`` sizes the pool from ``kv_cache_memory_gb``.
     ``queue_policy`` orders waiting requests: ``fcfs`` (request arrival) or
-    ``program-fcfs`` (a request inherits its program's first arrival).
+    ``program-fcfs`` (a request inherits its program's first arrival; a program
+    whose KV is pinned goes first). ``pin_policy`` decides how long a program's
+    KV stays pinned when its turn ends in tool calls (see ``ttl_policy.py``).
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -33,4 +35,7 @@ class EngineConfig(BaseModel):
     enable_prefix_caching: bool = True
     queue_policy: Literal["fcfs", "program-fcfs"] = "fcfs"
     eviction_policy: Literal["lru"] = "lru"
+    pin_policy: Literal["none", "continuum-fixed", "cost-benefit"] = "none"
+    max_pin_share: float = Field(default=0.5, gt=0, le=1, description="most of the pool pins may hold")
+    starvation_s: float = Field(default=60.0, gt=0, description="a request waiting longer goes first")
     seed: int = 0

@@ -18,12 +18,14 @@ from tether.engine.detokenizer import Detokenizer
 from tether.engine.eviction import EVICTION_POLICIES
 from tether.engine.events import EventBus, Listener
 from tether.engine.kv_manager import KVCacheManager
-from tether.engine.queue_policy import QUEUE_POLICIES
+from tether.engine.queue_policy import QUEUE_POLICIES, ProgramFCFS
 from tether.engine.request import Request, RequestOutput
 from tether.engine.runner import Runner
 from tether.engine.sampler import SampleResult
 from tether.engine.scheduler import Scheduler
 from tether.engine.sequence import Sequence, SeqStatus
+from tether.engine.tool_predictor import EmpiricalPredictor
+from tether.engine.ttl_policy import TTL_POLICIES, CostBenefit, PinQuestion
 
 
 class RequestRejected(ValueError):
@@ -51,8 +53,17 @@ class EngineCore:
         self.pool = BlockPool(num_blocks, config.block_size, EVICTION_POLICIES[config.eviction_policy](),
                               on_evict=self._on_evict)
         self.kv = KVCacheManager(self.pool, self.clock, self.events, config.enable_prefix_caching)
-        self.scheduler = Scheduler(self.kv, QUEUE_POLICIES[config.queue_policy](), self.clock, self.events,
-                                   config.max_num_batched_tokens, config.max_num_seqs)
+        policy = QUEUE_POLICIES[config.queue_policy]()
+        if isinstance(policy, ProgramFCFS):
+            policy.starvation_s = config.starvation_s
+        policy.bind(self.clock.now, lambda program_id: program_id in self.kv.pins)
+        self.scheduler = Scheduler(self.kv, policy, self.clock, self.events, config.max_num_batched_tokens,
+                                   config.max_num_seqs)
+        self.predictor = EmpiricalPredictor()
+        self.ttl_policy = TTL_POLICIES[config.pin_policy]()
+        if isinstance(self.ttl_policy, CostBenefit):
+            self.ttl_policy.max_pin_share = config.max_pin_share
+        self._tool_started: dict[str, tuple[list[str], float]] = {}  # program -> (tool keys, when)
         self.seqs: dict[str, Sequence] = {}
         self.detok = Detokenizer(tokenizer)
         self.lock = threading.RLock()
@@ -107,6 +118,10 @@ class EngineCore:
                 raise RequestRejected(f"request_id {rid!r} is already in flight; use a unique id")
             seq = Sequence(rid, ids, sp, self.clock.now(), request.program_id, request.is_last_turn,
                            request.turn)
+            started = self._tool_started.pop(request.program_id, None) if request.program_id else None
+            if started is not None:  # the program is back: its tool call took this long
+                for key in started[0]:
+                    self.predictor.observe(key, seq.arrival_time - started[1])
             self.seqs[rid] = seq
             self.scheduler.add(seq)
             self.counters["requests"] += 1
@@ -144,9 +159,26 @@ class EngineCore:
     def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
         """The program's last turn ended in calls to ``tool_names`` (input for TTL policies)."""
         with self.lock:
+            now = self.clock.now()
             self.last_tools[program_id] = list(tool_names)
+            self._tool_started[program_id] = (list(tool_names), now)
             self.counters["tool_hints"] += 1
-            self.events.emit("tool_call", self.clock.now(), None, program_id, tools=list(tool_names))
+            self.events.emit("tool_call", now, None, program_id, tools=list(tool_names))
+            blocks = self.kv.pinnable_blocks(program_id)
+            if blocks == 0 or self.config.pin_policy == "none":
+                return
+            decision = self.ttl_policy.decide(self._pin_question(program_id, list(tool_names), blocks),
+                                              self.predictor, now)
+            if decision.ttl_s > 0:
+                self.kv.pin(program_id, decision.ttl_s, decision.value)
+
+    def _pin_question(self, program_id: str, keys: list[str], blocks: int) -> PinQuestion:
+        pool = self.pool
+        tokens = blocks * pool.block_size
+        waiting = sum(s.num_tokens - s.num_computed_tokens for s in self.scheduler.waiting)
+        return PinQuestion(program_id, keys, blocks, pool.num_blocks, self.kv.pinned_blocks,
+                           pressure=pool.num_used / pool.num_blocks, refill_s=self.runner.prefill_time_s(tokens),
+                           queue_s=self.runner.prefill_time_s(waiting) if waiting else 0.0)
 
     def expire_pins(self) -> None:
         with self.lock:

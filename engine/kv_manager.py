@@ -27,6 +27,7 @@ class Pin:
     block_ids: list[int]
     created: float
     expires_at: float
+    value: float = 0.0  # expected benefit; the least valuable pin goes first under pressure
 
     @property
     def num_blocks(self) -> int:
@@ -129,7 +130,7 @@ class KVCacheManager:
         seq.num_computed_tokens = 0
 
     # ---- pins --------------------------------------------------------------------
-    def pin(self, program_id: str, ttl_s: float) -> int:
+    def pin(self, program_id: str, ttl_s: float, value: float | None = None) -> int:
         """Hold the program's last finished KV for ``ttl_s`` seconds; returns pinned tokens.
 
         Only the still-cached prefix of those blocks can be pinned (evicted ones
@@ -147,7 +148,9 @@ class KVCacheManager:
             return 0
         self.pool.touch(blocks)
         now = self.clock.now()
-        self.pins[program_id] = Pin(program_id, blocks, now, now + ttl_s)
+        # Without a value, the pin that would live longest is the first to go (Continuum's rule).
+        self.pins[program_id] = Pin(program_id, blocks, now, now + ttl_s,
+                                    -(now + ttl_s) if value is None else value)
         self.counters["pins"] += 1
         tokens = len(blocks) * self.block_size
         self.events.emit("pin", now, None, program_id, tokens=tokens, ttl_s=ttl_s)
@@ -178,6 +181,15 @@ class KVCacheManager:
                          tokens=used * self.block_size)
         self.release(seq.program_id, reason=None)
 
+    def pinnable_blocks(self, program_id: str) -> int:
+        """Blocks ``pin`` would hold now for the program's last finished request."""
+        n = 0
+        for bid, h in self._last_finished.get(program_id, []):
+            if self.pool.block_hash[bid] != h:
+                break
+            n += 1
+        return n
+
     def forget_program(self, program_id: str) -> None:
         self.release(program_id)
         self._last_finished.pop(program_id, None)
@@ -190,9 +202,9 @@ class KVCacheManager:
         return expired
 
     def release_pins_for(self, num_blocks: int) -> bool:
-        """Under memory pressure, end pins (latest expiry first) until ``num_blocks`` are free."""
+        """Under memory pressure, end pins (least valuable first) until ``num_blocks`` are free."""
         while self.pool.num_free < num_blocks and self.pins:
-            victim = max(self.pins.values(), key=lambda p: p.expires_at)
+            victim = min(self.pins.values(), key=lambda p: p.value)
             self.release(victim.program_id, reason="pressure")
         return self.pool.num_free >= num_blocks
 

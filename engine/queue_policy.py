@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
+from typing import Callable
 
 from tether.engine.sequence import Sequence
 
@@ -14,6 +15,12 @@ class QueuePolicy(ABC):
     def __init__(self):
         self._seq_no = itertools.count()
         self._order: dict[str, int] = {}
+        self.now: Callable[[], float] = lambda: 0.0
+        self.is_pinned: Callable[[str | None], bool] = lambda program_id: False
+
+    def bind(self, now: Callable[[], float], is_pinned: Callable[[str | None], bool]) -> None:
+        """Give the policy the engine's clock and a view of which programs hold pins."""
+        self.now, self.is_pinned = now, is_pinned
 
     def on_arrival(self, seq: Sequence) -> None:
         self._order[seq.request_id] = next(self._seq_no)
@@ -37,10 +44,14 @@ class RequestFCFS(QueuePolicy):
 
 class ProgramFCFS(QueuePolicy):
     """A request inherits its program's first arrival time, so a program's later
-    turns are not queued behind programs that started after it (Continuum)."""
+    turns are not queued behind programs that started after it (Continuum); the
+    next turn of a program whose KV is pinned goes first. A request that has
+    waited longer than ``starvation_s`` goes before all of these, so neither
+    rule can hold a first token back for minutes."""
 
-    def __init__(self):
+    def __init__(self, starvation_s: float = 60.0):
         super().__init__()
+        self.starvation_s = starvation_s
         self.program_arrival: dict[str, float] = {}
 
     def on_arrival(self, seq: Sequence) -> None:
@@ -52,7 +63,9 @@ class ProgramFCFS(QueuePolicy):
         self.program_arrival.pop(program_id, None)
 
     def key(self, seq: Sequence) -> tuple:
-        return (seq.priority_time, seq.arrival_time, self._order.get(seq.request_id, 0))
+        starved = seq.num_output_tokens == 0 and self.now() - seq.arrival_time > self.starvation_s
+        return (not starved, not self.is_pinned(seq.program_id), seq.priority_time, seq.arrival_time,
+                self._order.get(seq.request_id, 0))
 
 
 QUEUE_POLICIES = {"fcfs": RequestFCFS, "program-fcfs": ProgramFCFS}

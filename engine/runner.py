@@ -3,6 +3,7 @@ batch and runs one forward call; a simulated runner (replay) has the same interf
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 
 import torch
@@ -24,6 +25,10 @@ class Runner(ABC):
     def forget(self, request_id: str) -> None:
         """The request is gone; drop any per-request state."""
 
+    def prefill_time_s(self, tokens: int) -> float:
+        """Estimated time to prefill ``tokens`` tokens (what losing their KV would cost)."""
+        return tokens * 1e-3
+
 
 def forced_token(seq: Sequence) -> int | None:
     """The token ``forced_output_ids`` dictates for this sequence's next output, if any."""
@@ -38,6 +43,7 @@ class ModelRunner(Runner):
         self.kv_caches = model.allocate_kv_cache(num_blocks, block_size)
         self.sampler = Sampler(seed)
         self.device = model.device
+        self._s_per_token: float | None = None  # measured on this machine's prefill-heavy steps
 
     def forget(self, request_id: str) -> None:
         self.sampler.forget(request_id)
@@ -70,7 +76,18 @@ class ModelRunner(Runner):
         return (torch.tensor(ids, dtype=torch.int64, device=dev), torch.tensor(pos, dtype=torch.int64, device=dev),
                 meta, sample_rows)
 
+    def prefill_time_s(self, tokens: int) -> float:
+        return tokens * (self._s_per_token if self._s_per_token is not None else 1e-3)
+
     def execute(self, batch: ScheduledBatch) -> list[SampleResult | None]:
+        t0 = time.perf_counter()
+        results = self._execute(batch)
+        if batch.num_tokens >= 64:  # prefill-heavy: a clean per-token cost sample
+            rate = (time.perf_counter() - t0) / batch.num_tokens
+            self._s_per_token = rate if self._s_per_token is None else 0.8 * self._s_per_token + 0.2 * rate
+        return results
+
+    def _execute(self, batch: ScheduledBatch) -> list[SampleResult | None]:
         input_ids, positions, meta, sample_rows = self.prepare(batch)
         qsl = meta.query_start_loc.tolist()
         logits_indices = torch.tensor([qsl[i + 1] - 1 for i in sample_rows], dtype=torch.int64, device=self.device)

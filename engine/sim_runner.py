@@ -31,6 +31,9 @@ class SimulatedRunner(Runner):
         self.filler_token = filler_token
         self.busy_s = 0.0
 
+    def prefill_time_s(self, tokens: int) -> float:
+        return self.profile.prefill_time(tokens) if tokens else 0.0
+
     def execute(self, batch: ScheduledBatch) -> list[SampleResult | None]:
         contexts = [s.num_computed_tokens + n for s, n in zip(batch.seqs, batch.num_new_tokens)]
         dt = self.profile.step_time(batch.num_new_tokens, contexts)

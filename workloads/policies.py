@@ -40,3 +40,8 @@ def get_policies(names: str | list[str]) -> list[Policy]:
 
 register(Policy("baseline", "request FCFS, LRU eviction, no pins: what a vLLM user gets",
                 {"queue_policy": "fcfs", "eviction_policy": "lru"}))
+register(Policy("continuum-fixed", "Continuum's released rule: program FCFS; pin 2 s when the tool's mean is "
+                "under 2 s or the tool is new", {"queue_policy": "program-fcfs", "pin_policy": "continuum-fixed"}))
+register(Policy("tether", "program FCFS with pinned turns first and a starvation guard; TTL by cost-benefit "
+                "over each tool's learned duration distribution", {"queue_policy": "program-fcfs",
+                                                                  "pin_policy": "cost-benefit"}))

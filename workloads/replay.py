@@ -40,6 +40,14 @@ def run_policies(trace: Trace, policies: list[Policy], settings: ReplaySettings,
     return runs
 
 
+def _tokenizer(model: str):
+    """The model's tokenizer: real text in a trajectory is replayed as the engine would see it."""
+    from transformers import AutoTokenizer
+
+    from tether.engine.model_loader import resolve_model_path
+    return AutoTokenizer.from_pretrained(str(resolve_model_path(model)))
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="tether replay", description=__doc__)
     p.add_argument("trace", help="a tether trace (.jsonl) or any supported trajectory file or folder")
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tether.workloads.scaling import scale_trace
     from tether.workloads.synth import assign_arrivals
 
-    trace = load_trajectories(args.trace, seed=args.seed)
+    trace = load_trajectories(args.trace, tokenizer=_tokenizer(args.model), seed=args.seed)
     if args.token_scale != 1.0 or args.max_context:
         trace = scale_trace(trace, token_scale=args.token_scale, max_context=args.max_context)
     if args.rate:

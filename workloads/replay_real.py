@@ -60,6 +60,7 @@ def _plan(feeder: TurnFeeder, pi: int, time_scale: float) -> list[TurnPlan]:
 def replay_real(feeder: TurnFeeder, policy: Policy, settings: ReplaySettings, model: str = "default") -> ReplayRun:
     """Replay the trace through a fresh ``Runtime`` whose engine runs ``policy``."""
     started = time.perf_counter()
+    _check_fits(feeder, model)
     engine = dict(policy.engine, num_kv_blocks=settings.kv_blocks, block_size=settings.block_size,
                   max_num_batched_tokens=settings.max_num_batched_tokens, max_num_seqs=settings.max_num_seqs)
     run = ReplayRun(policy.name, "real", kv_total_blocks=settings.kv_blocks)
@@ -70,12 +71,26 @@ def replay_real(feeder: TurnFeeder, policy: Policy, settings: ReplaySettings, mo
     return run
 
 
+def _check_fits(feeder: TurnFeeder, model: str) -> None:
+    """Refuse up front a trace whose programs outgrow the model's context window."""
+    from transformers import AutoConfig
+
+    from tether.engine.model_loader import resolve_model_path
+    window = AutoConfig.from_pretrained(str(resolve_model_path(model))).max_position_embeddings
+    too_long = [(p.program_id, p.total_tokens) for p in feeder.trace.programs if p.total_tokens > window]
+    if too_long:
+        pid, n = max(too_long, key=lambda x: x[1])
+        raise ValueError(f"{len(too_long)} program(s) outgrow the model's {window}-token context (largest: {pid}, "
+                         f"{n} tokens); replay with --max-context {window} to shrink their tokens, keeping turns")
+
+
 async def _drive(rt: Runtime, feeder: TurnFeeder, settings: ReplaySettings):
     programs = feeder.trace.programs
     t0 = time.time()
     samples: list[KVSample] = []
     arrivals: dict[str, float] = {}
     limit = asyncio.Semaphore(settings.concurrency or len(programs))
+    failures: list[str] = []
 
     async def one(pi: int) -> list[TurnRecord]:
         program = programs[pi]
@@ -85,7 +100,11 @@ async def _drive(rt: Runtime, feeder: TurnFeeder, settings: ReplaySettings):
             arrivals[program.program_id] = time.time() - t0
             entry = functools.partial(_entry, _plan(feeder, pi, settings.time_scale), t0)
             handle = rt.submit(entry, program_id=program.program_id)
-            return await handle
+            res = await handle.outcome_async()  # every program runs to its end, failed or not
+            if not res.ok:
+                failures.append(f"{program.program_id}: {res.error}")
+                return []
+            return res.value.value
 
     async def sample_kv(stop: asyncio.Event) -> None:
         replica = rt.replicas[0]
@@ -102,4 +121,7 @@ async def _drive(rt: Runtime, feeder: TurnFeeder, settings: ReplaySettings):
     finally:
         stop.set()
         await sampler
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(programs)} programs failed in the real replay: "
+                           + "; ".join(failures[:3]))
     return [r for recs in per_program for r in recs], samples, arrivals

@@ -1,0 +1,98 @@
+"""How long to pin a program's KV across its tool call: pluggable TTL policies.
+
+``none`` never pins (vLLM's behaviour). ``continuum-fixed`` is Continuum's
+released rule: pin 2 s when the tool's mean observed duration is under 2 s, or
+when the tool was never seen. ``cost-benefit`` is Continuum's paper rule, done
+with tether's own inputs: choose TTL = argmax_t P(tool done by t) * benefit -
+cost(t), where benefit is the re-prefill time the pin saves plus the queueing
+delay of losing the program's place, and cost(t) is the pool share the pin
+holds over t, weighted by current memory pressure; 0 when nothing pays.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from tether.engine.tool_predictor import ToolDurationPredictor, prob_done_by
+
+
+@dataclass
+class PinQuestion:
+    """What a TTL policy sees when a program's turn ends in tool calls."""
+
+    program_id: str
+    tool_keys: list[str]
+    pin_blocks: int          # blocks the pin would hold
+    pool_blocks: int
+    pinned_blocks: int       # already held by other pins
+    pressure: float          # share of the pool referenced by running requests and pins, 0..1
+    refill_s: float          # time to get this KV back without the pin (re-prefill)
+    queue_s: float           # expected wait for a new turn behind others, if the pin is lost
+
+
+@dataclass
+class PinDecision:
+    ttl_s: float
+    value: float  # expected net benefit; the lowest-value pin is released first under pressure
+
+
+class TTLPolicy(ABC):
+    name: str
+
+    @abstractmethod
+    def decide(self, q: PinQuestion, predictor: ToolDurationPredictor, now: float) -> PinDecision: ...
+
+
+class NoPin(TTLPolicy):
+    name = "none"
+
+    def decide(self, q, predictor, now) -> PinDecision:
+        return PinDecision(0.0, 0.0)
+
+
+class ContinuumFixed(TTLPolicy):
+    """Pin ``ttl_s`` when every tool's mean is under ``threshold_s`` or the tool is new."""
+
+    name = "continuum-fixed"
+
+    def __init__(self, threshold_s: float = 2.0, ttl_s: float = 2.0):
+        self.threshold_s = threshold_s
+        self.ttl_s = ttl_s
+
+    def decide(self, q, predictor, now) -> PinDecision:
+        new = any(not predictor.seen(k) for k in q.tool_keys)
+        if new or predictor.mean(q.tool_keys) < self.threshold_s:
+            return PinDecision(self.ttl_s, -(now + self.ttl_s))  # released latest-expiry first, as Continuum
+        return PinDecision(0.0, 0.0)
+
+
+class CostBenefit(TTLPolicy):
+    """argmax_t P(done by t) * (refill + queue) - pressure * share * t, with a cap on pinned memory."""
+
+    name = "cost-benefit"
+
+    def __init__(self, max_pin_share: float = 0.5, max_ttl_s: float = 600.0):
+        self.max_pin_share = max_pin_share
+        self.max_ttl_s = max_ttl_s
+
+    def decide(self, q, predictor, now) -> PinDecision:
+        if q.pin_blocks == 0 or q.pin_blocks > self.max_pin_share * q.pool_blocks:
+            return PinDecision(0.0, 0.0)
+        samples = predictor.samples(q.tool_keys)
+        benefit = q.refill_s + q.queue_s
+        share = q.pin_blocks / q.pool_blocks
+        # Holding memory costs others only when memory is scarce: weight by pressure, sharply.
+        weight = q.pressure ** 2
+        best_t, best_v = 0.0, 0.0
+        for t in samples:
+            if t > self.max_ttl_s:
+                break
+            v = prob_done_by(samples, t) * benefit - weight * share * t
+            if v > best_v:
+                best_t, best_v = t, v
+        # Slack: the next turn arrives a little after the tool ends (program and RPC overhead).
+        return PinDecision(best_t * 1.1 + 0.05 if best_v > 0 else 0.0, best_v)
+
+
+TTL_POLICIES = {"none": NoPin, "continuum-fixed": ContinuumFixed, "cost-benefit": CostBenefit}
