@@ -38,4 +38,11 @@ class EngineConfig(BaseModel):
     pin_policy: Literal["none", "continuum-fixed", "cost-benefit"] = "none"
     max_pin_share: float = Field(default=0.5, gt=0, le=1, description="most of the pool pins may hold")
     starvation_s: float = Field(default=60.0, gt=0, description="a request waiting longer goes first")
+    pin_yield_s: float | None = Field(default=None, ge=0, description="None: pins yield to any admission that "
+                                      "lacks blocks; else only once the request has waited this long")
+    admit_reserve_per_seq: int = Field(default=0, ge=0, description="free blocks admission leaves per running "
+                                       "request, so running requests grow without preempting each other")
+    preemption: Literal["lowest-priority", "least-progress"] = "lowest-priority"
+    admit_whole_prompt: bool = Field(default=False, description="admit a prompt only when all of it fits, so "
+                                     "its later chunks never preempt running requests")
     seed: int = 0

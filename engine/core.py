@@ -58,7 +58,8 @@ class EngineCore:
             policy.starvation_s = config.starvation_s
         policy.bind(self.clock.now, lambda program_id: program_id in self.kv.pins)
         self.scheduler = Scheduler(self.kv, policy, self.clock, self.events, config.max_num_batched_tokens,
-                                   config.max_num_seqs)
+                                   config.max_num_seqs, config.pin_yield_s, config.admit_reserve_per_seq,
+                                   config.preemption, config.admit_whole_prompt)
         self.predictor = EmpiricalPredictor()
         self.ttl_policy = TTL_POLICIES[config.pin_policy]()
         if isinstance(self.ttl_policy, CostBenefit):

@@ -82,10 +82,11 @@ class KVCacheManager:
         """Free blocks left once ``prefix`` is referenced (evictable hits stop being free)."""
         return self.pool.num_free - sum(1 for b in prefix if self.pool.ref_count[b] == 0)
 
-    def admit(self, seq: Sequence, prefix: list[int], num_new_tokens: int) -> bool:
-        """Start ``seq`` on its prefix hit plus room for ``num_new_tokens``; False if it doesn't fit."""
+    def admit(self, seq: Sequence, prefix: list[int], num_new_tokens: int, reserve: int = 0) -> bool:
+        """Start ``seq`` on its prefix hit plus room for ``num_new_tokens``, leaving ``reserve``
+        blocks free; False if it doesn't fit."""
         need = self.blocks_needed(seq, num_new_tokens, len(prefix))
-        if need > self.num_free_after_touch(prefix):
+        if need + reserve > self.num_free_after_touch(prefix):
             return False
         self.pool.touch(prefix)
         seq.block_table = list(prefix)

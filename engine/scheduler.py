@@ -35,13 +35,19 @@ class ScheduledBatch:
 
 class Scheduler:
     def __init__(self, kv: KVCacheManager, policy: QueuePolicy, clock: Clock, events: EventBus,
-                 max_num_batched_tokens: int, max_num_seqs: int):
+                 max_num_batched_tokens: int, max_num_seqs: int, pin_yield_s: float | None = None,
+                 admit_reserve_per_seq: int = 0, preemption: str = "lowest-priority",
+                 admit_whole_prompt: bool = False):
         self.kv = kv
         self.policy = policy
         self.clock = clock
         self.events = events
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_num_seqs = max_num_seqs
+        self.pin_yield_s = pin_yield_s
+        self.admit_reserve_per_seq = admit_reserve_per_seq
+        self.preemption = preemption
+        self.admit_whole_prompt = admit_whole_prompt
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -103,11 +109,25 @@ class Scheduler:
         while not self.kv.grow(seq, n):
             if self.kv.release_pins_for(self.kv.blocks_needed(seq, n)):
                 continue
-            victim = self.running[-1]  # running is sorted: the tail has the lowest priority
+            victim = self._victim(seq)
             self._preempt(victim, batch)
             if victim is seq:
                 return False
         return True
+
+    def _victim(self, needy: Sequence) -> Sequence:
+        """The running request to preempt: the lowest priority (vLLM), or, with ``least-progress``,
+        the one whose recompute costs least among the lower-priority half."""
+        if self.preemption == "lowest-priority" or len(self.running) < 2:
+            return self.running[-1]  # running is sorted: the tail has the lowest priority
+        tail = self.running[len(self.running) // 2:]
+        return min(tail, key=lambda s: (s.num_computed_tokens, self.running.index(s) * -1))
+
+    def _pins_yield(self, seq: Sequence) -> bool:
+        """May a waiting request's admission end other programs' pins?"""
+        if self.pin_yield_s is None or not self.running:
+            return True
+        return self.clock.now() - seq.arrival_time >= self.pin_yield_s
 
     def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
         if seq in batch.seqs:  # already given tokens this step: take them back
@@ -129,9 +149,14 @@ class Scheduler:
             seq = self.waiting[0]
             prefix = self.kv.find_prefix_hit(seq)
             n = min(seq.num_tokens - len(prefix) * self.kv.block_size, budget)
-            if not self.kv.admit(seq, prefix, n):
-                need = self.kv.blocks_needed(seq, n, len(prefix)) + len(prefix)
-                if not (self.kv.release_pins_for(need) and self.kv.admit(seq, prefix, n)):
+            reserve = self.admit_reserve_per_seq * len(self.running)
+            if self.admit_whole_prompt:  # room for the chunks after this one too
+                rest = seq.num_tokens - len(prefix) * self.kv.block_size - n
+                reserve += -(-rest // self.kv.block_size)
+            if not self.kv.admit(seq, prefix, n, reserve):
+                need = self.kv.blocks_needed(seq, n, len(prefix)) + len(prefix) + reserve
+                if not (self._pins_yield(seq) and self.kv.release_pins_for(need)
+                        and self.kv.admit(seq, prefix, n, reserve)):
                     break  # head-of-line waits for blocks; running requests will free some
             self.kv.take_pin(seq)
             if seq.metrics.first_scheduled_time is None:

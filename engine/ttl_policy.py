@@ -77,8 +77,8 @@ class CostBenefit(TTLPolicy):
         self.max_ttl_s = max_ttl_s
 
     def decide(self, q, predictor, now) -> PinDecision:
-        if q.pin_blocks == 0 or q.pin_blocks > self.max_pin_share * q.pool_blocks:
-            return PinDecision(0.0, 0.0)
+        if q.pin_blocks == 0 or q.pinned_blocks + q.pin_blocks > self.max_pin_share * q.pool_blocks:
+            return PinDecision(0.0, 0.0)  # pins together may hold at most max_pin_share of the pool
         samples = predictor.samples(q.tool_keys)
         benefit = q.refill_s + q.queue_s
         share = q.pin_blocks / q.pool_blocks

@@ -42,6 +42,9 @@ register(Policy("baseline", "request FCFS, LRU eviction, no pins: what a vLLM us
                 {"queue_policy": "fcfs", "eviction_policy": "lru"}))
 register(Policy("continuum-fixed", "Continuum's released rule: program FCFS; pin 2 s when the tool's mean is "
                 "under 2 s or the tool is new", {"queue_policy": "program-fcfs", "pin_policy": "continuum-fixed"}))
-register(Policy("tether", "program FCFS with pinned turns first and a starvation guard; TTL by cost-benefit "
-                "over each tool's learned duration distribution", {"queue_policy": "program-fcfs",
-                                                                  "pin_policy": "cost-benefit"}))
+register(Policy("tether", "program FCFS with pinned turns first; TTL by cost-benefit over each tool's learned "
+                "duration distribution, pins capped at half the pool; pins yield to admissions only after 300 s, "
+                "when the waiting request also gets priority (starvation guard); a prompt is admitted only when "
+                "all of it fits, so its chunks never preempt running requests",
+                {"queue_policy": "program-fcfs", "pin_policy": "cost-benefit", "pin_yield_s": 300.0,
+                 "starvation_s": 300.0, "admit_whole_prompt": True}))
