@@ -33,6 +33,7 @@ class EngineConfig(BaseModel):
     max_num_seqs: int = Field(default=64, ge=1)
     max_model_len: int | None = Field(default=None, ge=1, description="default: the model's own")
     enable_prefix_caching: bool = True
+    host_kv_blocks: int = Field(default=0, ge=0, description="host-memory tier size in blocks (0: off)")
     queue_policy: Literal["fcfs", "program-fcfs"] = "fcfs"
     eviction_policy: Literal["lru"] = "lru"
     pin_policy: Literal["none", "continuum-fixed", "cost-benefit"] = "none"

@@ -17,6 +17,7 @@ from tether.engine.config import EngineConfig
 from tether.engine.detokenizer import Detokenizer
 from tether.engine.eviction import EVICTION_POLICIES
 from tether.engine.events import EventBus, Listener
+from tether.engine.host_tier import HostTier
 from tether.engine.kv_manager import KVCacheManager
 from tether.engine.queue_policy import QUEUE_POLICIES, ProgramFCFS
 from tether.engine.request import Request, RequestOutput
@@ -52,7 +53,8 @@ class EngineCore:
         self.eos_token_ids = set(eos_token_ids)
         self.pool = BlockPool(num_blocks, config.block_size, EVICTION_POLICIES[config.eviction_policy](),
                               on_evict=self._on_evict)
-        self.kv = KVCacheManager(self.pool, self.clock, self.events, config.enable_prefix_caching)
+        host = HostTier(config.host_kv_blocks) if config.host_kv_blocks else None
+        self.kv = KVCacheManager(self.pool, self.clock, self.events, config.enable_prefix_caching, host)
         policy = QUEUE_POLICIES[config.queue_policy]()
         if isinstance(policy, ProgramFCFS):
             policy.starvation_s = config.starvation_s
@@ -79,6 +81,7 @@ class EngineCore:
         self.events.add(listener)
 
     def _on_evict(self, block_id: int, block_hash: int | None) -> None:
+        self.kv.on_device_evict(block_id, block_hash)
         self.events.emit("eviction", self.clock.now(), block_id=block_id, tokens=self.pool.block_size)
 
     # ---- admission -------------------------------------------------------------
@@ -120,6 +123,8 @@ class EngineCore:
             seq = Sequence(rid, ids, sp, self.clock.now(), request.program_id, request.is_last_turn,
                            request.turn)
             started = self._tool_started.pop(request.program_id, None) if request.program_id else None
+            if request.program_id is not None:
+                self.kv.unwant_on_host(request.program_id)
             if started is not None:  # the program is back: its tool call took this long
                 for key in started[0]:
                     self.predictor.observe(key, seq.arrival_time - started[1])
@@ -165,6 +170,7 @@ class EngineCore:
             self._tool_started[program_id] = (list(tool_names), now)
             self.counters["tool_hints"] += 1
             self.events.emit("tool_call", now, None, program_id, tools=list(tool_names))
+            self.kv.want_on_host(program_id)
             blocks = self.kv.pinnable_blocks(program_id)
             if blocks == 0 or self.config.pin_policy == "none":
                 return
@@ -177,8 +183,11 @@ class EngineCore:
         pool = self.pool
         tokens = blocks * pool.block_size
         waiting = sum(s.num_tokens - s.num_computed_tokens for s in self.scheduler.waiting)
+        refill = self.runner.prefill_time_s(tokens)
+        if self.kv.host is not None and blocks <= self.kv.host.num_blocks:  # a copy back may beat recompute
+            refill = min(refill, self.runner.copy_time_s(blocks))
         return PinQuestion(program_id, keys, blocks, pool.num_blocks, self.kv.pinned_blocks,
-                           pressure=pool.num_used / pool.num_blocks, refill_s=self.runner.prefill_time_s(tokens),
+                           pressure=pool.num_used / pool.num_blocks, refill_s=refill,
                            queue_s=self.runner.prefill_time_s(waiting) if waiting else 0.0)
 
     def expire_pins(self) -> None:
@@ -194,9 +203,11 @@ class EngineCore:
         with self.lock:
             batch = self.scheduler.schedule()
             self.counters["steps"] += 1
-            if not batch.seqs:
-                return []
             try:
+                if batch.swap_out or batch.swap_in:
+                    self.runner.swap(batch.swap_out, batch.swap_in)
+                if not batch.seqs:
+                    return []
                 results = self.runner.execute(batch)
             except Exception as e:  # a failed forward: fail what is in flight, keep serving
                 return self._fail_all(f"engine step failed: {type(e).__name__}: {e}")

@@ -62,7 +62,7 @@ def build_core(config: EngineConfig, hf_model: torch.nn.Module, tokenizer: Any =
         if config.max_model_len > model_len:
             raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's {model_len}")
         model_len = config.max_model_len
-    runner = ModelRunner(model, num_blocks, config.block_size, seed=config.seed)
+    runner = ModelRunner(model, num_blocks, config.block_size, seed=config.seed, host_blocks=config.host_kv_blocks)
     return EngineCore(config, runner, num_blocks, model_len, hf_model.config.vocab_size, tokenizer,
                       _eos_ids(hf_model, tokenizer), clock)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from tether.engine.block_pool import BlockPool
 from tether.engine.clock import Clock
 from tether.engine.events import EventBus
+from tether.engine.host_tier import HostTier
 from tether.engine.sequence import Sequence
 
 
@@ -35,18 +36,25 @@ class Pin:
 
 
 class KVCacheManager:
-    def __init__(self, pool: BlockPool, clock: Clock, events: EventBus, enable_prefix_caching: bool = True):
+    def __init__(self, pool: BlockPool, clock: Clock, events: EventBus, enable_prefix_caching: bool = True,
+                 host: HostTier | None = None):
         self.pool = pool
         self.block_size = pool.block_size
         self.clock = clock
         self.events = events
         self.enable_prefix_caching = enable_prefix_caching
         self.pins: dict[str, Pin] = {}
+        self.host = host
+        self._host_wanted: dict[int, int] = {}          # hash -> how many programs want it kept
+        self._host_programs: dict[str, list[int]] = {}  # program -> the hashes it wants kept
+        self.swap_out: list[tuple[int, int]] = []       # (device block, host block), copied before the step
+        self.swap_in: list[tuple[int, int]] = []        # (host block, device block), copied before the step
         # program id -> (block id, hash) of the full blocks of its last finished request
         self._last_finished: dict[str, list[tuple[int, int]]] = {}
         self.counters = {"prefix_hit_tokens": 0, "prefix_query_tokens": 0, "pins": 0, "pin_hits": 0,
                          "pin_hit_tokens": 0, "pins_expired": 0, "pins_released": 0,
-                         "pins_released_under_pressure": 0}
+                         "pins_released_under_pressure": 0,
+                         "host_stored_blocks": 0, "host_hit_tokens": 0}
 
     # ---- hashing and prefix hits -------------------------------------------------
     def update_block_hashes(self, seq: Sequence) -> None:
@@ -71,6 +79,47 @@ class KVCacheManager:
             hit.append(bid)
         return hit
 
+    def find_host_hit(self, seq: Sequence, start: int) -> list[int]:
+        """Host blocks that continue a device prefix hit of ``start`` blocks."""
+        if self.host is None or not self.enable_prefix_caching:
+            return []
+        max_blocks = (seq.num_tokens - 1) // self.block_size
+        hit = []
+        for h in seq.block_hashes[start:max_blocks]:
+            hb = self.host.lookup(h)
+            if hb is None:
+                break
+            hit.append(hb)
+        return hit
+
+    # ---- the host tier -----------------------------------------------------------
+    def want_on_host(self, program_id: str) -> None:
+        """The program is away (a tool call): if its blocks are evicted, keep them on the host."""
+        if self.host is None or program_id in self._host_programs:
+            return
+        hashes = [h for _, h in self._last_finished.get(program_id, [])]
+        self._host_programs[program_id] = hashes
+        for h in hashes:
+            self._host_wanted[h] = self._host_wanted.get(h, 0) + 1
+
+    def unwant_on_host(self, program_id: str) -> None:
+        for h in self._host_programs.pop(program_id, []):
+            n = self._host_wanted[h] - 1
+            if n:
+                self._host_wanted[h] = n
+            else:
+                del self._host_wanted[h]
+
+    def on_device_evict(self, block_id: int, block_hash: int | None) -> None:
+        if self.host is not None and block_hash in self._host_wanted and self.host.lookup(block_hash) is None:
+            self.swap_out.append((block_id, self.host.put(block_hash)))
+            self.counters["host_stored_blocks"] += 1
+
+    def take_swaps(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        out, into = self.swap_out, self.swap_in
+        self.swap_out, self.swap_in = [], []
+        return out, into
+
     # ---- allocation --------------------------------------------------------------
     def blocks_needed(self, seq: Sequence, num_new_tokens: int, num_prefix_blocks: int = 0) -> int:
         total = num_prefix_blocks * self.block_size if num_prefix_blocks else seq.num_computed_tokens
@@ -82,17 +131,26 @@ class KVCacheManager:
         """Free blocks left once ``prefix`` is referenced (evictable hits stop being free)."""
         return self.pool.num_free - sum(1 for b in prefix if self.pool.ref_count[b] == 0)
 
-    def admit(self, seq: Sequence, prefix: list[int], num_new_tokens: int, reserve: int = 0) -> bool:
-        """Start ``seq`` on its prefix hit plus room for ``num_new_tokens``, leaving ``reserve``
-        blocks free; False if it doesn't fit."""
-        need = self.blocks_needed(seq, num_new_tokens, len(prefix))
+    def admit(self, seq: Sequence, prefix: list[int], num_new_tokens: int, reserve: int = 0,
+              host_hit: list[int] = ()) -> bool:
+        """Start ``seq`` on its prefix hit (device blocks, then host blocks copied back) plus room
+        for ``num_new_tokens``, leaving ``reserve`` blocks free; False if it doesn't fit."""
+        hit_blocks = len(prefix) + len(host_hit)
+        need = self.blocks_needed(seq, num_new_tokens, hit_blocks) + len(host_hit)
         if need + reserve > self.num_free_after_touch(prefix):
             return False
         self.pool.touch(prefix)
         seq.block_table = list(prefix)
-        seq.num_hashed_blocks = len(prefix)
-        seq.num_computed_tokens = len(prefix) * self.block_size
-        seq.block_table += self.pool.allocate(need)
+        if host_hit:  # fresh device blocks, filled from the host before the step runs
+            fresh = self.pool.allocate(len(host_hit))
+            for i, (hb, bid) in enumerate(zip(host_hit, fresh)):
+                self.pool.register(bid, seq.block_hashes[len(prefix) + i])
+                self.swap_in.append((hb, bid))
+            seq.block_table += fresh
+            self.counters["host_hit_tokens"] += len(host_hit) * self.block_size
+        seq.num_hashed_blocks = hit_blocks
+        seq.num_computed_tokens = hit_blocks * self.block_size
+        seq.block_table += self.pool.allocate(need - len(host_hit))
         hit_tokens = seq.num_computed_tokens
         self.counters["prefix_hit_tokens"] += hit_tokens
         self.counters["prefix_query_tokens"] += seq.num_tokens
@@ -193,6 +251,7 @@ class KVCacheManager:
 
     def forget_program(self, program_id: str) -> None:
         self.release(program_id)
+        self.unwant_on_host(program_id)
         self._last_finished.pop(program_id, None)
 
     def expire_pins(self) -> list[str]:

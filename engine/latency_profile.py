@@ -42,6 +42,7 @@ class LatencyProfile(BaseModel):
     per_seq_s: float = Field(default=0.0, ge=0)
     per_token_s: float = Field(ge=0)
     per_attn_s: float = Field(default=0.0, ge=0)
+    copy_s_per_block: float = Field(default=0.0, ge=0, description="device <-> host tier copy, per block")
     meta: dict = Field(default_factory=dict)
 
     def step_time(self, new_tokens: list[int], context: list[int]) -> float:

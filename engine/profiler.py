@@ -50,9 +50,30 @@ def measure_profile(config: EngineConfig, seed: int = 0, rounds: int = 3) -> Lat
     runner.execute = real_execute
     name = f"{config.model}@{config.device}"
     prof = LatencyProfile.fit(shapes, times, name=name)
+    prof.copy_s_per_block = _copy_s_per_block(runner)
     prof.meta.update(model=config.model, device=config.device, dtype=config.dtype,
                      max_num_batched_tokens=config.max_num_batched_tokens)
     return prof
+
+
+def _copy_s_per_block(runner, blocks: int = 64) -> float:
+    """Time a device -> host -> device round trip of ``blocks`` blocks, per block and direction."""
+    import torch
+
+    from tether.kernels import copy_blocks
+    ids = torch.arange(blocks)
+    host = [(torch.empty((blocks, *k.shape[1:]), dtype=k.dtype), torch.empty((blocks, *v.shape[1:]), dtype=v.dtype))
+            for k, v in runner.kv_caches]
+    t0 = time.perf_counter()
+    for (k, v), (hk, hv) in zip(runner.kv_caches, host):
+        copy_blocks(k, hk, ids, ids)
+        copy_blocks(v, hv, ids, ids)
+    for (k, v), (hk, hv) in zip(runner.kv_caches, host):
+        copy_blocks(hk, k, ids, ids)
+        copy_blocks(hv, v, ids, ids)
+    if runner.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / (2 * blocks)
 
 
 def main(argv: list[str] | None = None) -> LatencyProfile:

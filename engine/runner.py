@@ -13,6 +13,7 @@ from tether.engine.model import PagedCausalLM
 from tether.engine.sampler import SampleResult, Sampler
 from tether.engine.scheduler import ScheduledBatch
 from tether.engine.sequence import Sequence
+from tether.kernels import copy_blocks
 
 
 class Runner(ABC):
@@ -29,6 +30,14 @@ class Runner(ABC):
         """Estimated time to prefill ``tokens`` tokens (what losing their KV would cost)."""
         return tokens * 1e-3
 
+    def copy_time_s(self, blocks: int) -> float:
+        """Estimated time to copy ``blocks`` blocks between the device and the host tier."""
+        return blocks * 1e-4
+
+    def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
+        """Copy blocks device -> host (``swap_out``), then host -> device (``swap_in``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no host tier")
+
 
 def forced_token(seq: Sequence) -> int | None:
     """The token ``forced_output_ids`` dictates for this sequence's next output, if any."""
@@ -37,10 +46,15 @@ def forced_token(seq: Sequence) -> int | None:
 
 
 class ModelRunner(Runner):
-    def __init__(self, model: PagedCausalLM, num_blocks: int, block_size: int, seed: int = 0):
+    def __init__(self, model: PagedCausalLM, num_blocks: int, block_size: int, seed: int = 0,
+                 host_blocks: int = 0):
         self.model = model
         self.block_size = block_size
         self.kv_caches = model.allocate_kv_cache(num_blocks, block_size)
+        # The host tier: same layout in CPU memory (pinned when the device is a GPU, for fast copies).
+        self.host_caches = [(torch.zeros((host_blocks, *k.shape[1:]), dtype=k.dtype, pin_memory=k.is_cuda),
+                             torch.zeros((host_blocks, *v.shape[1:]), dtype=v.dtype, pin_memory=v.is_cuda))
+                            for k, v in self.kv_caches] if host_blocks else []
         self.sampler = Sampler(seed)
         self.device = model.device
         self._s_per_token: float | None = None  # measured on this machine's prefill-heavy steps
@@ -78,6 +92,25 @@ class ModelRunner(Runner):
 
     def prefill_time_s(self, tokens: int) -> float:
         return tokens * (self._s_per_token if self._s_per_token is not None else 1e-3)
+
+    def copy_time_s(self, blocks: int) -> float:
+        k = self.kv_caches[0][0]
+        block_bytes = 2 * len(self.kv_caches) * k[0].numel() * k.element_size()
+        return blocks * block_bytes / (20e9 if k.is_cuda else 5e9)  # PCIe vs. host memcpy bandwidth
+
+    def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
+        for pairs, outward in ((swap_out, True), (swap_in, False)):
+            if not pairs:
+                continue
+            src = torch.tensor([a for a, _ in pairs], dtype=torch.int64)
+            dst = torch.tensor([b for _, b in pairs], dtype=torch.int64)
+            for (k, v), (hk, hv) in zip(self.kv_caches, self.host_caches):
+                if outward:
+                    copy_blocks(k, hk, src, dst)
+                    copy_blocks(v, hv, src, dst)
+                else:
+                    copy_blocks(hk, k, src, dst)
+                    copy_blocks(hv, v, src, dst)
 
     def execute(self, batch: ScheduledBatch) -> list[SampleResult | None]:
         t0 = time.perf_counter()

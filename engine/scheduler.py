@@ -24,6 +24,8 @@ class ScheduledBatch:
     seqs: list[Sequence] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    swap_out: list[tuple[int, int]] = field(default_factory=list)  # (device, host) blocks, before the step
+    swap_in: list[tuple[int, int]] = field(default_factory=list)   # (host, device) blocks, before the step
 
     @property
     def num_tokens(self) -> int:
@@ -95,6 +97,7 @@ class Scheduler:
             budget -= n
         if not batch.preempted:
             budget = self._admit(batch, budget)
+        batch.swap_out, batch.swap_in = self.kv.take_swaps()
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             if seq.metrics.first_scheduled_time is None:
                 seq.metrics.first_scheduled_time = self.clock.now()
@@ -148,15 +151,16 @@ class Scheduler:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
             prefix = self.kv.find_prefix_hit(seq)
-            n = min(seq.num_tokens - len(prefix) * self.kv.block_size, budget)
+            host_hit = self.kv.find_host_hit(seq, len(prefix))
+            hit_tokens = (len(prefix) + len(host_hit)) * self.kv.block_size
+            n = min(seq.num_tokens - hit_tokens, budget)
             reserve = self.admit_reserve_per_seq * len(self.running)
             if self.admit_whole_prompt:  # room for the chunks after this one too
-                rest = seq.num_tokens - len(prefix) * self.kv.block_size - n
-                reserve += -(-rest // self.kv.block_size)
-            if not self.kv.admit(seq, prefix, n, reserve):
+                reserve += -(-(seq.num_tokens - hit_tokens - n) // self.kv.block_size)
+            if not self.kv.admit(seq, prefix, n, reserve, host_hit):
                 need = self.kv.blocks_needed(seq, n, len(prefix)) + len(prefix) + reserve
                 if not (self._pins_yield(seq) and self.kv.release_pins_for(need)
-                        and self.kv.admit(seq, prefix, n, reserve)):
+                        and self.kv.admit(seq, prefix, n, reserve, host_hit)):
                     break  # head-of-line waits for blocks; running requests will free some
             self.kv.take_pin(seq)
             if seq.metrics.first_scheduled_time is None:

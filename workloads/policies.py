@@ -16,6 +16,10 @@ class Policy:
     name: str
     description: str
     engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig overrides
+    host_tier: bool = False  # uses the replay's host-memory tier (ReplaySettings.host_kv_blocks)
+
+    def engine_config(self, host_kv_blocks: int) -> dict[str, Any]:
+        return dict(self.engine, host_kv_blocks=host_kv_blocks if self.host_tier else 0)
 
 
 POLICIES: dict[str, Policy] = {}
@@ -45,6 +49,7 @@ register(Policy("continuum-fixed", "Continuum's released rule: program FCFS; pin
 register(Policy("tether", "program FCFS with pinned turns first; TTL by cost-benefit over each tool's learned "
                 "duration distribution, pins capped at half the pool; pins yield to admissions only after 300 s, "
                 "when the waiting request also gets priority (starvation guard); a prompt is admitted only when "
-                "all of it fits, so its chunks never preempt running requests",
+                "all of it fits, so its chunks never preempt running requests; evicted blocks of programs in a "
+                "tool call go to the host tier",
                 {"queue_policy": "program-fcfs", "pin_policy": "cost-benefit", "pin_yield_s": 300.0,
-                 "starvation_s": 300.0, "admit_whole_prompt": True}))
+                 "starvation_s": 300.0, "admit_whole_prompt": True}, host_tier=True))

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     rate.add_argument("--rate", type=float, help="Poisson arrivals at this many programs/s")
     rate.add_argument("--concurrency", type=int, help="closed loop: this many programs in flight")
     p.add_argument("--kv-blocks", type=int, required=True, help="KV pool size in blocks")
+    p.add_argument("--host-blocks", type=int, default=0, help="host-memory tier for policies that use one")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--budget", type=int, default=2048, help="token budget per engine step")
     p.add_argument("--token-scale", type=float, default=1.0)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         trace = scale_trace(trace, token_scale=args.token_scale, max_context=args.max_context)
     if args.rate:
         trace = assign_arrivals(trace, rate=args.rate, seed=args.seed)
-    settings = ReplaySettings(kv_blocks=args.kv_blocks, block_size=args.block_size,
+    settings = ReplaySettings(kv_blocks=args.kv_blocks, host_kv_blocks=args.host_blocks, block_size=args.block_size,
                               max_num_batched_tokens=args.budget, concurrency=args.concurrency,
                               time_scale=args.time_scale, seed=args.seed)
     profile = LatencyProfile.load(args.profile) if args.profile else None

@@ -16,6 +16,7 @@ class ReplaySettings:
     """
 
     kv_blocks: int
+    host_kv_blocks: int = 0  # host-memory tier, for policies that use one
     block_size: int = 16
     max_num_batched_tokens: int = 2048
     max_num_seqs: int = 256

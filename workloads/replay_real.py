@@ -61,7 +61,7 @@ def replay_real(feeder: TurnFeeder, policy: Policy, settings: ReplaySettings, mo
     """Replay the trace through a fresh ``Runtime`` whose engine runs ``policy``."""
     started = time.perf_counter()
     _check_fits(feeder, model)
-    engine = dict(policy.engine, num_kv_blocks=settings.kv_blocks, block_size=settings.block_size,
+    engine = dict(policy.engine_config(settings.host_kv_blocks), num_kv_blocks=settings.kv_blocks, block_size=settings.block_size,
                   max_num_batched_tokens=settings.max_num_batched_tokens, max_num_seqs=settings.max_num_seqs)
     run = ReplayRun(policy.name, "real", kv_total_blocks=settings.kv_blocks)
     with Runtime(model=model, replicas=1, engine=engine) as rt:

@@ -33,7 +33,7 @@ def replay_sim(feeder: TurnFeeder, policy: Policy, profile: LatencyProfile, sett
     clock = VirtualClock()
     cfg = EngineConfig(num_kv_blocks=settings.kv_blocks, block_size=settings.block_size,
                        max_num_batched_tokens=settings.max_num_batched_tokens, max_num_seqs=settings.max_num_seqs,
-                       **policy.engine)
+                       **policy.engine_config(settings.host_kv_blocks))
     core = build_simulated_core(cfg, profile, clock)
     run = ReplayRun(policy.name, "sim", kv_total_blocks=settings.kv_blocks)
     events: list[tuple[float, int, int, int]] = []  # (time, order, program index, turn index)

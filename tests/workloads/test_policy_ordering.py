@@ -21,7 +21,7 @@ def trace():
 
 def _jct(trace, blocks: int) -> dict[str, dict]:
     runs = run_policies(trace, get_policies("baseline,continuum-fixed,tether"),
-                        ReplaySettings(kv_blocks=blocks, concurrency=CONCURRENCY))
+                        ReplaySettings(kv_blocks=blocks, host_kv_blocks=blocks, concurrency=CONCURRENCY))
     return {r.policy: summarize(r) for r in runs}
 
 
