@@ -107,7 +107,7 @@ class Context:
         st.tool_calls += len(tool_calls)
         st.tool_time_s += time.perf_counter() - t0
         if tool_calls:  # the engine's TTL policy learns what this program waits on
-            await self.services.llm.tool_hint(self.program_id, [c.name for c in tool_calls])
+            await self.services.llm.tool_hint(self.program_id, [tool_key(c) for c in tool_calls])
         return results
 
     async def run(self, agent: Any, input: Any = None, **inputs: Any) -> Any:
@@ -121,6 +121,17 @@ class Context:
 
     def stats_dict(self) -> dict[str, dict[str, Any]]:
         return {k: asdict(v) for k, v in self.stats.items()}
+
+
+def tool_key(call: ToolCall) -> str:
+    """What the duration predictor learns per: the tool's name, and for a shell command its
+    program (``shell:pytest``), since one shell tool runs both 0.1 s and 10-minute commands."""
+    command = call.arguments.get("command") if isinstance(call.arguments, dict) else None
+    if isinstance(command, str) and command.split():
+        words = [w for w in command.split() if "=" not in w.split("/")[0]]  # skip VAR=value prefixes
+        if words:
+            return f"{call.name}:{words[0].rsplit('/', 1)[-1]}"
+    return call.name
 
 
 def format_tool_errors(errors: list[str]) -> str:

@@ -290,6 +290,7 @@ class EngineCore:
                 running=len(self.scheduler.running), waiting=len(self.scheduler.waiting),
                 kv_blocks_total=self.pool.num_blocks, kv_blocks_used=self.pool.num_used,
                 kv_blocks_cached_free=self.pool.num_cached_free, pinned_blocks=self.kv.pinned_blocks,
+                host_blocks=len(self.kv.host) if self.kv.host is not None else 0,
                 active_pins=len(self.kv.pins),
                 ttft_mean=sum(ttfts) / len(ttfts) if ttfts else None,
                 ttft_p50=ttfts[len(ttfts) // 2] if ttfts else None)

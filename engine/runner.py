@@ -58,6 +58,7 @@ class ModelRunner(Runner):
         self.sampler = Sampler(seed)
         self.device = model.device
         self._s_per_token: float | None = None  # measured on this machine's prefill-heavy steps
+        self._s_per_copied_block: float | None = None  # measured on host-tier copies
 
     def forget(self, request_id: str) -> None:
         self.sampler.forget(request_id)
@@ -94,11 +95,22 @@ class ModelRunner(Runner):
         return tokens * (self._s_per_token if self._s_per_token is not None else 1e-3)
 
     def copy_time_s(self, blocks: int) -> float:
-        k = self.kv_caches[0][0]
+        if self._s_per_copied_block is not None:
+            return blocks * self._s_per_copied_block
+        k = self.kv_caches[0][0]  # until a copy is measured: bytes over a typical bandwidth
         block_bytes = 2 * len(self.kv_caches) * k[0].numel() * k.element_size()
-        return blocks * block_bytes / (20e9 if k.is_cuda else 5e9)  # PCIe vs. host memcpy bandwidth
+        return blocks * block_bytes / (20e9 if k.is_cuda else 5e9)  # PCIe vs. host memcpy
 
     def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
+        t0 = time.perf_counter()
+        self._swap(swap_out, swap_in)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        rate = (time.perf_counter() - t0) / (len(swap_out) + len(swap_in))  # measured copy speed
+        prev = self._s_per_copied_block
+        self._s_per_copied_block = rate if prev is None else 0.8 * prev + 0.2 * rate
+
+    def _swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
         for pairs, outward in ((swap_out, True), (swap_in, False)):
             if not pairs:
                 continue

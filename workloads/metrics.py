@@ -179,6 +179,7 @@ def summarize(run: ReplayRun) -> dict[str, float]:
         s["kv_peak_blocks"] = float(max(k.used_blocks for k in run.kv_samples))
         s["kv_mean_blocks"] = time_weighted_mean(run.kv_samples, "used_blocks")
         s["kv_peak_pinned_blocks"] = float(max(k.pinned_blocks for k in run.kv_samples))
+        s["kv_peak_host_blocks"] = float(max(k.host_blocks for k in run.kv_samples))
     else:
-        s["kv_peak_blocks"] = s["kv_mean_blocks"] = s["kv_peak_pinned_blocks"] = NAN
+        s["kv_peak_blocks"] = s["kv_mean_blocks"] = s["kv_peak_pinned_blocks"] = s["kv_peak_host_blocks"] = NAN
     return s

@@ -33,6 +33,7 @@ class KVSample:
     used_blocks: int            # referenced by running requests or pins
     pinned_blocks: int
     cached_blocks: int          # unreferenced but still holding reusable content
+    host_blocks: int = 0        # held in the host-memory tier
 
 
 @dataclass

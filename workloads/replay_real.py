@@ -111,7 +111,7 @@ async def _drive(rt: Runtime, feeder: TurnFeeder, settings: ReplaySettings):
         while not stop.is_set():
             s = await replica.stats.remote()
             samples.append(KVSample(time.time() - t0, s["kv_blocks_used"], s["pinned_blocks"],
-                                    s["kv_blocks_cached_free"]))
+                                    s["kv_blocks_cached_free"], s["host_blocks"]))
             await asyncio.sleep(0.1)
 
     stop = asyncio.Event()

@@ -86,7 +86,8 @@ def replay_sim(feeder: TurnFeeder, policy: Policy, profile: LatencyProfile, sett
                     heapq.heappush(events, (clock.now(), next(order), next_program, 0))
                     next_program += 1
         pool = core.pool
-        run.kv_samples.append(KVSample(clock.now(), pool.num_used, core.kv.pinned_blocks, pool.num_cached_free))
+        host = len(core.kv.host) if core.kv.host is not None else 0
+        run.kv_samples.append(KVSample(clock.now(), pool.num_used, core.kv.pinned_blocks, pool.num_cached_free, host))
     core.check_no_leaks()  # cheap, and a replay that leaks blocks must not report numbers
     run.engine_stats = core.stats()
     run.wall_s = time.perf_counter() - started

@@ -60,6 +60,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("kv_peak_blocks", "KV used peak (blocks)", "int"),
     ("kv_mean_blocks", "KV used mean, time-wtd (blocks)", "blocks"),
     ("kv_peak_pinned_blocks", "KV pinned peak (blocks)", "int"),
+    ("kv_peak_host_blocks", "KV host tier peak (blocks)", "int"),
     ("kv_total_blocks", "KV pool (blocks)", "int"),
 ]
 
