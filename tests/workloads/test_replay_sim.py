@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from small_trace import small_trace
+from small_trace import small_trace, turns_by_program
 from tether.engine.latency_profile import LatencyProfile
 from tether.workloads.policies import get_policies
 from tether.workloads.replay import run_policies
-from tether.workloads.replay_common import ReplaySettings, TurnFeeder
+from tether.workloads.replay_common import ReplaySettings
 
 PROFILE = LatencyProfile(name="test", base_s=0.005, per_seq_s=1e-4, per_token_s=2e-4, per_attn_s=1e-8)
 
@@ -26,18 +26,12 @@ def test_same_inputs_give_identical_results():
 def test_turn_prompts_follow_the_trace_and_reuse_history():
     trace = small_trace(programs=3, turns=4)
     run = _run(trace)
-    feeder = TurnFeeder(trace)
-    by_key = {(r.program_id, r.turn): r for r in run.turns}
-    for pi, p in enumerate(trace.programs):
-        for ti, t in enumerate(p.turns):
-            r = by_key[(p.program_id, ti)]
-            assert r.prompt_tokens == feeder.expected_prompt_tokens(pi, ti)
-            assert r.output_tokens == t.output_tokens
-            if ti:  # the history was served before: an LRU prefix cache with room keeps it
-                assert r.cached_tokens >= (r.prompt_tokens - t.append_tokens) // 16 * 16 - 16
-            if t.tool:  # the next turn starts after the tool's duration
-                nxt = by_key[(p.program_id, ti + 1)]
-                assert abs(nxt.submitted_s - (r.finished_s + t.tool.duration_s)) < 1e-9
+    for t, r, prev, expected in turns_by_program(trace, run):
+        assert r.prompt_tokens == expected and r.output_tokens == t.output_tokens
+        if prev is not None:  # the history was served before: an LRU prefix cache with room keeps it
+            assert r.cached_tokens >= (r.prompt_tokens - t.append_tokens) // 16 * 16 - 16
+            # the turn starts exactly when the previous turn's tool is done
+            assert abs(r.submitted_s - (prev.finished_s + prev.tool_duration_s)) < 1e-9
 
 
 def test_memory_pressure_preempts_and_still_completes():
