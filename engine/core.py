@@ -238,8 +238,8 @@ class EngineCore:
                 reason = "length"
         elif (res.token_id in self.eos_token_ids and not sp.ignore_eos) or res.token_id in sp.stop_token_ids:
             reason = "stop"
-        if reason is None and seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= self.max_model_len:
-            reason = reason or "length"
+        if reason is None and (seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= self.max_model_len):
+            reason = "length"
         skip = reason == "stop"  # the eos / stop token is not part of the text
         delta, hit_stop = self.detok.update(seq, final=reason is not None, skip_last=skip)
         if hit_stop and sp.forced_output_ids is None:

@@ -7,13 +7,14 @@ from typing import Any, AsyncIterator
 import ray
 
 from tether.engine import Engine, EngineConfig, Request, RequestOutput
+from tether.runtime.client import LocalClient
 
 
-class EngineReplicaImpl:
-    """The actor's body; plain Python so it can also be used without Ray."""
+class EngineReplicaImpl(LocalClient):
+    """The actor's body: the in-process client, plus what only a remote caller needs."""
 
     def __init__(self, config: EngineConfig):
-        self.engine = Engine(config)
+        super().__init__(Engine(config))
 
     async def ready(self) -> dict[str, Any]:
         return {"model": self.engine.config.model, "model_path": str(self.engine.model_path),
@@ -27,18 +28,6 @@ class EngineReplicaImpl:
     async def generate_full(self, request: Request) -> list[RequestOutput]:
         """All outputs in one reply: one round trip for callers that do not stream."""
         return [out async for out in self.engine.generate(request)]
-
-    async def abort(self, request_id: str) -> None:
-        await self.engine.abort(request_id)
-
-    async def stats(self) -> dict[str, Any]:
-        return self.engine.stats()
-
-    async def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
-        self.engine.tool_hint(program_id, tool_names)
-
-    async def end_program(self, program_id: str) -> None:
-        self.engine.end_program(program_id)
 
     async def pin(self, program_id: str, ttl_s: float) -> int:
         return self.engine.pin(program_id, ttl_s)
