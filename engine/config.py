@@ -39,8 +39,10 @@ class EngineConfig(BaseModel):
     pin_policy: Literal["none", "continuum-fixed", "cost-benefit"] = "none"
     max_pin_share: float = Field(default=0.5, gt=0, le=1, description="most of the pool pins may hold")
     starvation_s: float = Field(default=60.0, gt=0, description="a request waiting longer goes first")
-    pin_yield_s: float | None = Field(default=None, ge=0, description="None: pins yield to any admission that "
-                                      "lacks blocks; else only once the request has waited this long")
+    starvation_turns: float | None = Field(default=None, gt=0, description="if set, the starvation bound is this "
+                                           "many recent turn service times instead (scales with the engine's speed)")
+    pins_yield_to: Literal["any", "starved"] = Field(default="any", description="which waiting requests may end "
+                                                     "pins to get blocks: any (vLLM/Continuum) or only starved ones")
     admit_reserve_per_seq: int = Field(default=0, ge=0, description="free blocks admission leaves per running "
                                        "request, so running requests grow without preempting each other")
     preemption: Literal["lowest-priority", "least-progress"] = "lowest-priority"

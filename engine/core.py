@@ -19,7 +19,7 @@ from tether.engine.eviction import EVICTION_POLICIES
 from tether.engine.events import EventBus, Listener
 from tether.engine.host_tier import HostTier
 from tether.engine.kv_manager import KVCacheManager
-from tether.engine.queue_policy import QUEUE_POLICIES, ProgramFCFS
+from tether.engine.queue_policy import QUEUE_POLICIES
 from tether.engine.request import Request, RequestOutput
 from tether.engine.runner import Runner
 from tether.engine.sampler import SampleResult
@@ -56,11 +56,10 @@ class EngineCore:
         host = HostTier(config.host_kv_blocks) if config.host_kv_blocks else None
         self.kv = KVCacheManager(self.pool, self.clock, self.events, config.enable_prefix_caching, host)
         policy = QUEUE_POLICIES[config.queue_policy]()
-        if isinstance(policy, ProgramFCFS):
-            policy.starvation_s = config.starvation_s
-        policy.bind(self.clock.now, lambda program_id: program_id in self.kv.pins)
+        self._service_ema: float | None = None  # recent turn service time: first scheduled -> finished
+        policy.bind(self.clock.now, lambda program_id: program_id in self.kv.pins, self.starvation_bound)
         self.scheduler = Scheduler(self.kv, policy, self.clock, self.events, config.max_num_batched_tokens,
-                                   config.max_num_seqs, config.pin_yield_s, config.admit_reserve_per_seq,
+                                   config.max_num_seqs, config.pins_yield_to, config.admit_reserve_per_seq,
                                    config.preemption, config.admit_whole_prompt)
         self.predictor = EmpiricalPredictor()
         self.ttl_policy = TTL_POLICIES[config.pin_policy]()
@@ -179,6 +178,12 @@ class EngineCore:
             if decision.ttl_s > 0:
                 self.kv.pin(program_id, decision.ttl_s, decision.value)
 
+    def starvation_bound(self) -> float:
+        """How long a request may wait for its first token before it goes first (and may end pins)."""
+        if self.config.starvation_turns is not None and self._service_ema is not None:
+            return max(1.0, self.config.starvation_turns * self._service_ema)
+        return self.config.starvation_s
+
     def _pin_question(self, program_id: str, keys: list[str], blocks: int) -> PinQuestion:
         pool = self.pool
         tokens = blocks * pool.block_size
@@ -258,6 +263,9 @@ class EngineCore:
         m = seq.metrics
         m.finished_time = self.clock.now()
         m.output_tokens = seq.num_output_tokens
+        if reason in ("stop", "length") and m.first_scheduled_time is not None:
+            service = m.finished_time - m.first_scheduled_time
+            self._service_ema = service if self._service_ema is None else 0.9 * self._service_ema + 0.1 * service
         self.counters["finished"] += 1
         self.finished_metrics.append(m)
         if len(self.finished_metrics) > 10000:

@@ -17,10 +17,16 @@ class QueuePolicy(ABC):
         self._order: dict[str, int] = {}
         self.now: Callable[[], float] = lambda: 0.0
         self.is_pinned: Callable[[str | None], bool] = lambda program_id: False
+        self.starvation_bound: Callable[[], float] = lambda: 60.0
 
-    def bind(self, now: Callable[[], float], is_pinned: Callable[[str | None], bool]) -> None:
-        """Give the policy the engine's clock and a view of which programs hold pins."""
-        self.now, self.is_pinned = now, is_pinned
+    def bind(self, now: Callable[[], float], is_pinned: Callable[[str | None], bool],
+             starvation_bound: Callable[[], float]) -> None:
+        """Give the policy the engine's clock, which programs hold pins, and the starvation bound."""
+        self.now, self.is_pinned, self.starvation_bound = now, is_pinned, starvation_bound
+
+    def starved(self, seq: Sequence) -> bool:
+        """A request that has waited for its first token longer than the bound."""
+        return seq.num_output_tokens == 0 and self.now() - seq.arrival_time > self.starvation_bound()
 
     def on_arrival(self, seq: Sequence) -> None:
         self._order[seq.request_id] = next(self._seq_no)
@@ -46,12 +52,11 @@ class ProgramFCFS(QueuePolicy):
     """A request inherits its program's first arrival time, so a program's later
     turns are not queued behind programs that started after it (Continuum); the
     next turn of a program whose KV is pinned goes first. A request that has
-    waited longer than ``starvation_s`` goes before all of these, so neither
-    rule can hold a first token back for minutes."""
+    waited longer than the starvation bound goes before all of these, so neither
+    rule can hold a first token back without limit."""
 
-    def __init__(self, starvation_s: float = 60.0):
+    def __init__(self):
         super().__init__()
-        self.starvation_s = starvation_s
         self.program_arrival: dict[str, float] = {}
 
     def on_arrival(self, seq: Sequence) -> None:
@@ -63,8 +68,7 @@ class ProgramFCFS(QueuePolicy):
         self.program_arrival.pop(program_id, None)
 
     def key(self, seq: Sequence) -> tuple:
-        starved = seq.num_output_tokens == 0 and self.now() - seq.arrival_time > self.starvation_s
-        return (not starved, not self.is_pinned(seq.program_id), seq.priority_time, seq.arrival_time,
+        return (not self.starved(seq), not self.is_pinned(seq.program_id), seq.priority_time, seq.arrival_time,
                 self._order.get(seq.request_id, 0))
 
 

@@ -37,7 +37,7 @@ class ScheduledBatch:
 
 class Scheduler:
     def __init__(self, kv: KVCacheManager, policy: QueuePolicy, clock: Clock, events: EventBus,
-                 max_num_batched_tokens: int, max_num_seqs: int, pin_yield_s: float | None = None,
+                 max_num_batched_tokens: int, max_num_seqs: int, pins_yield_to: str = "any",
                  admit_reserve_per_seq: int = 0, preemption: str = "lowest-priority",
                  admit_whole_prompt: bool = False):
         self.kv = kv
@@ -46,7 +46,7 @@ class Scheduler:
         self.events = events
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_num_seqs = max_num_seqs
-        self.pin_yield_s = pin_yield_s
+        self.pins_yield_to = pins_yield_to
         self.admit_reserve_per_seq = admit_reserve_per_seq
         self.preemption = preemption
         self.admit_whole_prompt = admit_whole_prompt
@@ -128,9 +128,9 @@ class Scheduler:
 
     def _pins_yield(self, seq: Sequence) -> bool:
         """May a waiting request's admission end other programs' pins?"""
-        if self.pin_yield_s is None or not self.running:
+        if self.pins_yield_to == "any" or not self.running:
             return True
-        return self.clock.now() - seq.arrival_time >= self.pin_yield_s
+        return self.policy.starved(seq)
 
     def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
         if seq in batch.seqs:  # already given tokens this step: take them back
@@ -155,7 +155,7 @@ class Scheduler:
             hit_tokens = (len(prefix) + len(host_hit)) * self.kv.block_size
             n = min(seq.num_tokens - hit_tokens, budget)
             reserve = self.admit_reserve_per_seq * len(self.running)
-            if self.admit_whole_prompt:  # room for the chunks after this one too
+            if self.admit_whole_prompt and not self.policy.starved(seq):  # room for the later chunks too
                 reserve += -(-(seq.num_tokens - hit_tokens - n) // self.kv.block_size)
             if not self.kv.admit(seq, prefix, n, reserve, host_hit):
                 need = self.kv.blocks_needed(seq, n, len(prefix)) + len(prefix) + reserve

@@ -47,9 +47,9 @@ register(Policy("baseline", "request FCFS, LRU eviction, no pins: what a vLLM us
 register(Policy("continuum-fixed", "Continuum's released rule: program FCFS; pin 2 s when the tool's mean is "
                 "under 2 s or the tool is new", {"queue_policy": "program-fcfs", "pin_policy": "continuum-fixed"}))
 register(Policy("tether", "program FCFS with pinned turns first; TTL by cost-benefit over each tool's learned "
-                "duration distribution, pins capped at half the pool; pins yield to admissions only after 300 s, "
-                "when the waiting request also gets priority (starvation guard); a prompt is admitted only when "
-                "all of it fits, so its chunks never preempt running requests; evicted blocks of programs in a "
-                "tool call go to the host tier",
-                {"queue_policy": "program-fcfs", "pin_policy": "cost-benefit", "pin_yield_s": 300.0,
-                 "starvation_s": 300.0, "admit_whole_prompt": True}, host_tier=True))
+                "duration distribution, pins capped at half the pool; a request waiting longer than one recent "
+                "turn service time is starved: it goes first and only it may end pins; other prompts are "
+                "admitted only when all of their chunks fit; evicted blocks of programs in a tool call go to "
+                "the host tier",
+                {"queue_policy": "program-fcfs", "pin_policy": "cost-benefit", "pins_yield_to": "starved",
+                 "starvation_turns": 1.0, "admit_whole_prompt": True}, host_tier=True))
