@@ -43,9 +43,6 @@ class EngineConfig(BaseModel):
                                            "many recent turn service times instead (scales with the engine's speed)")
     pins_yield_to: Literal["any", "starved"] = Field(default="any", description="which waiting requests may end "
                                                      "pins to get blocks: any (vLLM/Continuum) or only starved ones")
-    admit_reserve_per_seq: int = Field(default=0, ge=0, description="free blocks admission leaves per running "
-                                       "request, so running requests grow without preempting each other")
-    preemption: Literal["lowest-priority", "least-progress"] = "lowest-priority"
     admit_whole_prompt: bool = Field(default=False, description="admit a prompt only when all of it fits, so "
                                      "its later chunks never preempt running requests")
     seed: int = 0

@@ -59,8 +59,7 @@ class EngineCore:
         self._service_ema: float | None = None  # recent turn service time: first scheduled -> finished
         policy.bind(self.clock.now, lambda program_id: program_id in self.kv.pins, self.starvation_bound)
         self.scheduler = Scheduler(self.kv, policy, self.clock, self.events, config.max_num_batched_tokens,
-                                   config.max_num_seqs, config.pins_yield_to, config.admit_reserve_per_seq,
-                                   config.preemption, config.admit_whole_prompt)
+                                   config.max_num_seqs, config.pins_yield_to, config.admit_whole_prompt)
         self.predictor = EmpiricalPredictor()
         self.ttl_policy = TTL_POLICIES[config.pin_policy]()
         if isinstance(self.ttl_policy, CostBenefit):
@@ -97,8 +96,6 @@ class EngineCore:
         ids = self.prompt_ids(request)
         sp = request.sampling
         rid = request.request_id
-        if rid in self.seqs:
-            raise RequestRejected(f"request_id {rid!r} is already in flight; use a unique id")
         if not ids:
             raise RequestRejected("the prompt is empty; give at least one token")
         bad = [t for t in ids if not 0 <= t < self.vocab_size]

@@ -34,6 +34,6 @@ class Detokenizer:
             hold = max((len(s) for s in stops), default=1) - 1
             if hold:
                 full = full[:max(len(seq.text), len(full) - hold)]
-        delta = full[len(seq.text):] if full.startswith(seq.text) else full[len(seq.text):]
+        delta = full[len(seq.text):]
         seq.text = full
         return delta, hit

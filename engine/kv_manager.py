@@ -198,11 +198,7 @@ class KVCacheManager:
         if ttl_s < 0:
             raise ValueError(f"ttl_s must be >= 0, got {ttl_s}")
         self.release(program_id, reason=None)
-        blocks = []
-        for bid, h in self._last_finished.get(program_id, []):
-            if self.pool.block_hash[bid] != h:
-                break
-            blocks.append(bid)
+        blocks = self._still_cached(program_id)
         if not blocks or ttl_s == 0:
             return 0
         self.pool.touch(blocks)
@@ -240,14 +236,18 @@ class KVCacheManager:
                          tokens=used * self.block_size)
         self.release(seq.program_id, reason=None)
 
-    def pinnable_blocks(self, program_id: str) -> int:
-        """Blocks ``pin`` would hold now for the program's last finished request."""
-        n = 0
+    def _still_cached(self, program_id: str) -> list[int]:
+        """The leading blocks of the program's last finished request that still hold its content."""
+        blocks = []
         for bid, h in self._last_finished.get(program_id, []):
             if self.pool.block_hash[bid] != h:
                 break
-            n += 1
-        return n
+            blocks.append(bid)
+        return blocks
+
+    def pinnable_blocks(self, program_id: str) -> int:
+        """Blocks ``pin`` would hold now for the program's last finished request."""
+        return len(self._still_cached(program_id))
 
     def forget_program(self, program_id: str) -> None:
         self.release(program_id)

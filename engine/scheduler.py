@@ -38,7 +38,6 @@ class ScheduledBatch:
 class Scheduler:
     def __init__(self, kv: KVCacheManager, policy: QueuePolicy, clock: Clock, events: EventBus,
                  max_num_batched_tokens: int, max_num_seqs: int, pins_yield_to: str = "any",
-                 admit_reserve_per_seq: int = 0, preemption: str = "lowest-priority",
                  admit_whole_prompt: bool = False):
         self.kv = kv
         self.policy = policy
@@ -47,8 +46,6 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_num_seqs = max_num_seqs
         self.pins_yield_to = pins_yield_to
-        self.admit_reserve_per_seq = admit_reserve_per_seq
-        self.preemption = preemption
         self.admit_whole_prompt = admit_whole_prompt
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
@@ -112,19 +109,11 @@ class Scheduler:
         while not self.kv.grow(seq, n):
             if self.kv.release_pins_for(self.kv.blocks_needed(seq, n)):
                 continue
-            victim = self._victim(seq)
+            victim = self.running[-1]  # running is sorted: the tail has the lowest priority
             self._preempt(victim, batch)
             if victim is seq:
                 return False
         return True
-
-    def _victim(self, needy: Sequence) -> Sequence:
-        """The running request to preempt: the lowest priority (vLLM), or, with ``least-progress``,
-        the one whose recompute costs least among the lower-priority half."""
-        if self.preemption == "lowest-priority" or len(self.running) < 2:
-            return self.running[-1]  # running is sorted: the tail has the lowest priority
-        tail = self.running[len(self.running) // 2:]
-        return min(tail, key=lambda s: (s.num_computed_tokens, self.running.index(s) * -1))
 
     def _pins_yield(self, seq: Sequence) -> bool:
         """May a waiting request's admission end other programs' pins?"""
@@ -154,9 +143,9 @@ class Scheduler:
             host_hit = self.kv.find_host_hit(seq, len(prefix))
             hit_tokens = (len(prefix) + len(host_hit)) * self.kv.block_size
             n = min(seq.num_tokens - hit_tokens, budget)
-            reserve = self.admit_reserve_per_seq * len(self.running)
+            reserve = 0
             if self.admit_whole_prompt and not self.policy.starved(seq):  # room for the later chunks too
-                reserve += -(-(seq.num_tokens - hit_tokens - n) // self.kv.block_size)
+                reserve = -(-(seq.num_tokens - hit_tokens - n) // self.kv.block_size)
             if not self.kv.admit(seq, prefix, n, reserve, host_hit):
                 need = self.kv.blocks_needed(seq, n, len(prefix)) + len(prefix) + reserve
                 if not (self._pins_yield(seq) and self.kv.release_pins_for(need)

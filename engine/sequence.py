@@ -41,10 +41,7 @@ class Sequence:
         self.block_hashes: list[int] = []  # chained hash of each full block of token_ids
         self.finish_reason: str | None = None
         self.metrics = RequestMetrics(arrival_time=arrival_time, prompt_tokens=len(prompt_token_ids))
-        # Detokenization and logprobs state kept by the engine.
-        self.text = ""
-        self.sent_token_count = 0
-        self.pending_logprobs: list[dict[int, float]] = []
+        self.text = ""  # detokenized output emitted so far
 
     @property
     def num_tokens(self) -> int:

@@ -29,7 +29,6 @@ class SimulatedRunner(Runner):
         self.profile = profile
         self.clock = clock
         self.filler_token = filler_token
-        self.busy_s = 0.0
 
     def prefill_time_s(self, tokens: int) -> float:
         return self.profile.prefill_time(tokens) if tokens else 0.0
@@ -40,13 +39,11 @@ class SimulatedRunner(Runner):
     def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
         dt = self.copy_time_s(len(swap_out) + len(swap_in))  # no tensors: only the time
         self.clock.advance(dt)
-        self.busy_s += dt
 
     def execute(self, batch: ScheduledBatch) -> list[SampleResult | None]:
         contexts = [s.num_computed_tokens + n for s, n in zip(batch.seqs, batch.num_new_tokens)]
         dt = self.profile.step_time(batch.num_new_tokens, contexts)
         self.clock.advance(dt)
-        self.busy_s += dt
         out: list[SampleResult | None] = []
         for seq, end in zip(batch.seqs, contexts):
             if end < seq.num_tokens:

@@ -24,18 +24,20 @@ def run_policies(trace: Trace, policies: list[Policy], settings: ReplaySettings,
         runs = run_policies(trace, get_policies("baseline"), ReplaySettings(kv_blocks=4096))
     """
     runs = []
+    if mode == "sim" and profile is None:
+        profile = LatencyProfile.load(DEFAULT_PROFILE)
     for policy in policies:
         feeder = TurnFeeder(trace, seed=settings.seed)
         if mode == "sim":
             from tether.workloads.replay_sim import replay_sim
-            run = replay_sim(feeder, policy, profile or LatencyProfile.load(DEFAULT_PROFILE), settings)
+            run = replay_sim(feeder, policy, profile, settings)
         elif mode == "real":
             from tether.workloads.replay_real import replay_real
             run = replay_real(feeder, policy, settings, model=model)
         else:
             raise ValueError(f"mode must be 'sim' or 'real', got {mode!r}")
         run.meta = {"settings": settings.as_dict(), "trace": trace.meta,
-                    "profile": (profile.name if profile else DEFAULT_PROFILE.name) if mode == "sim" else None}
+                    "profile": profile.name if mode == "sim" else None}
         runs.append(run)
     return runs
 
