@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from tether.engine.attention import AttentionMetadata
+from tether.engine.linear import PackedLinear
 from tether.kernels import paged_attention, store_kv
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -52,6 +53,11 @@ class PagedCausalLM:
         self.attention_scaling = float(getattr(rotary, "attention_scaling", 1.0))
         p = next(hf_model.parameters())
         self.dtype, self.device = p.dtype, p.device
+        self.qkv = [PackedLinear([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj]) for l in self.layers]
+        self.o_proj = [PackedLinear([l.self_attn.o_proj]) for l in self.layers]
+        self.gate_up = [PackedLinear([l.mlp.gate_proj, l.mlp.up_proj]) for l in self.layers]
+        self.down = [PackedLinear([l.mlp.down_proj]) for l in self.layers]
+        self.lm_head = PackedLinear([hf_model.lm_head])
 
     @property
     def num_layers(self) -> int:
@@ -78,20 +84,20 @@ class PagedCausalLM:
         h = self.inner.embed_tokens(input_ids)
         cos, sin = self.rope(positions)
         T = input_ids.shape[0]
-        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches):
-            attn = layer.self_attn
-            x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(T, self.num_heads, self.head_dim)
-            k = attn.k_proj(x).view(T, self.num_kv_heads, self.head_dim)
-            v = attn.v_proj(x).view(T, self.num_kv_heads, self.head_dim)
+        q_dim, kv_dim = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        for i, (layer, (k_cache, v_cache)) in enumerate(zip(self.layers, kv_caches)):
+            q, k, v = self.qkv[i](layer.input_layernorm(h)).split((q_dim, kv_dim, kv_dim), dim=-1)
+            q = q.reshape(T, self.num_heads, self.head_dim)
+            k = k.reshape(T, self.num_kv_heads, self.head_dim)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+            store_kv(k, v.reshape(T, self.num_kv_heads, self.head_dim), k_cache, v_cache, meta.slot_mapping)
             o = paged_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
                                 meta.seq_lens, self.scale)
-            h = h + attn.o_proj(o.reshape(T, self.num_heads * self.head_dim))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            h = h + self.o_proj[i](o.reshape(T, q_dim))
+            gate, up = self.gate_up[i](layer.post_attention_layernorm(h)).chunk(2, dim=-1)
+            h = h + self.down[i](layer.mlp.act_fn(gate) * up)
         if logits_indices is not None:
             h = h[logits_indices]
         h = self.inner.norm(h)
-        return self.hf.lm_head(h).float()
+        return self.lm_head(h).float()

@@ -39,9 +39,11 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     Decode rows (``q_len == 1``) run as one padded batch, since per-sequence
     calls would cost more in dispatch than in arithmetic on a CPU.
     """
-    out = torch.empty_like(q)
     qsl = query_start_loc.tolist()
     lens = seq_lens.tolist()
+    if len(qsl) - 1 == q.shape[0]:  # decodes only: the common step, no row shuffling
+        return _decode_batch(q, k_cache, v_cache, block_tables, seq_lens, max(lens), scale)
+    out = torch.empty_like(q)
     decodes = [s for s in range(len(lens)) if qsl[s + 1] - qsl[s] == 1]
     if decodes:
         rows = [qsl[s] for s in decodes]
@@ -62,14 +64,17 @@ def _gather(cache: torch.Tensor, blocks: torch.Tensor, num_tokens: int) -> torch
 
 
 def _decode_batch(q, k_cache, v_cache, block_tables, seq_lens, max_len, scale):
-    block_size = k_cache.shape[1]
+    block_size, kv_heads = k_cache.shape[1], k_cache.shape[2]
     n_blocks = -(-max_len // block_size)
     k = _gather(k_cache, block_tables[:, :n_blocks], max_len).transpose(1, 2)  # [B, kvh, L, D]
     v = _gather(v_cache, block_tables[:, :n_blocks], max_len).transpose(1, 2)
     mask = torch.arange(max_len, device=q.device)[None, :] < seq_lens.to(q.device)[:, None].long()
-    o = F.scaled_dot_product_attention(q[:, :, None, :].to(k.dtype), k, v, attn_mask=mask[:, None, None, :],
-                                       scale=scale, enable_gqa=True)
-    return o[:, :, 0, :].to(q.dtype)
+    # GQA: the query heads sharing a KV head become that head's query rows (one position, no
+    # causal mask), so each KV head is read once instead of expanded per query head.
+    B, H, D = q.shape
+    o = F.scaled_dot_product_attention(q.reshape(B, kv_heads, H // kv_heads, D).to(k.dtype), k, v,
+                                       attn_mask=mask[:, None, None, :], scale=scale)
+    return o.reshape(B, H, D).to(q.dtype)
 
 
 def _prefill_one(q, k_cache, v_cache, block_table, seq_len, scale):
