@@ -27,6 +27,7 @@ Request bodies, errors and response fields are in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -107,8 +108,21 @@ class _Call:
             raise as_openai_error(e) from None
         return self
 
-    async def collect(self) -> _Generation:
-        """Run to the end (non-streamed responses)."""
+    async def collect(self, http: HTTPRequest) -> _Generation:
+        """Run to the end (non-streamed responses); a client that hangs up first aborts the request."""
+        run = asyncio.ensure_future(self._collect())
+        watch = asyncio.ensure_future(_hung_up(http))
+        try:
+            await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            run.cancel()  # no-op when done; else its ``_end`` aborts the engine request
+        if not run.done() or run.cancelled():
+            await asyncio.gather(run, return_exceptions=True)
+            raise OpenAIError("the client disconnected", 499)
+        return run.result()
+
+    async def _collect(self) -> _Generation:
         try:
             async for out in self._outputs():
                 self.run.add(out)
@@ -161,6 +175,12 @@ class _Call:
             await aclose()
         if self.body.is_last_turn and self.body.program_id is not None:
             await self.client.end_program(self.body.program_id)
+
+
+async def _hung_up(http: HTTPRequest, every_s: float = 0.2) -> None:
+    """Returns once the client has disconnected (polled: works under any ASGI server)."""
+    while not await http.is_disconnected():
+        await asyncio.sleep(every_s)
 
 
 def _sse(obj: Any) -> str:
@@ -313,7 +333,7 @@ def create_app(client: LLMClient, model_name: str | None = None) -> FastAPI:
         head = {"id": "chatcmpl-" + request.request_id, "created": int(time.time()), "model": name,
                 "system_fingerprint": None}
         fmt = _ChatChunks(head, tokens, k, tool_names)
-        return call.stream(fmt) if body.stream else fmt.response(await call.collect())
+        return call.stream(fmt) if body.stream else fmt.response(await call.collect(http))
 
     @app.post("/v1/completions")
     async def completions(http: HTTPRequest) -> Any:
@@ -323,7 +343,7 @@ def create_app(client: LLMClient, model_name: str | None = None) -> FastAPI:
         head = {"id": "cmpl-" + request.request_id, "object": "text_completion", "created": int(time.time()),
                 "model": name}
         fmt = _CompletionChunks(head, tokens, body.logprobs)
-        return call.stream(fmt) if body.stream else fmt.response(await call.collect())
+        return call.stream(fmt) if body.stream else fmt.response(await call.collect(http))
 
     def _model_card() -> dict[str, Any]:
         return {"id": name, "object": "model", "created": created, "owned_by": "tether"}

@@ -215,6 +215,19 @@ def test_client_disconnect_aborts_the_stream(server):
     assert server.engine.stats()["running"] == 0
 
 
+def test_client_disconnect_aborts_a_plain_request(server):
+    before = sum(1 for e in server.events if e.kind == "finished" and e.data.get("reason") == "abort")
+    body = {"model": MODEL, "messages": ASK, "max_tokens": 400, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up mid-generation
+        httpx.post(f"{server.base}/v1/chat/completions", json=body, timeout=httpx.Timeout(30, read=1.5))
+    deadline = time.monotonic() + 10
+    while sum(1 for e in server.events if e.kind == "finished" and e.data.get("reason") == "abort") == before:
+        assert time.monotonic() < deadline, "the engine request was not aborted"
+        time.sleep(0.05)
+    assert server.engine.stats()["running"] == 0
+    assert chat(server).choices[0].message.content  # and the server keeps serving
+
+
 # ---- malformed requests -------------------------------------------------------------
 
 def test_bad_json_and_bad_fields_get_openai_errors(server):
