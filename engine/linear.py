@@ -35,6 +35,12 @@ class PackedLinear:
     """
 
     def __init__(self, modules: list[torch.nn.Linear]):
+        # Normal tensors even when built under inference_mode: the modules' parameters become views
+        # of the fused weight, and transformers' own forward must still accept them.
+        with torch.inference_mode(False), torch.no_grad():
+            self._fuse(modules)
+
+    def _fuse(self, modules: list[torch.nn.Linear]) -> None:
         self.out_features = [m.out_features for m in modules]
         if len(modules) == 1:
             self.weight, self.bias = modules[0].weight.detach(), _detached(modules[0].bias)

@@ -48,3 +48,13 @@ def test_non_contiguous_input_and_empty_batch():
     with torch.inference_mode():
         torch.testing.assert_close(fused(x), torch.cat([m(x) for m in layers], -1), rtol=1e-5, atol=1e-5)
         assert fused(torch.randn(0, 48)).shape == (0, 64)
+
+
+def test_built_under_inference_mode_keeps_the_modules_usable():
+    layers = _layers([True, True, True])
+    x = torch.randn(2, 48)
+    with torch.inference_mode():
+        PackedLinear(layers)
+    assert not layers[0].weight.is_inference()
+    y = layers[0](x)  # grad mode: would raise if the weight were an inference tensor
+    assert y.requires_grad
