@@ -36,24 +36,38 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     position ``seq_len - q_len + j`` and attends causally to keys ``0..that``.
     Returns [num_tokens, num_heads, head_dim].
 
-    Decode rows (``q_len == 1``) run as one padded batch, since per-sequence
-    calls would cost more in dispatch than in arithmetic on a CPU.
+    Decode rows (``q_len == 1``) run as padded batches, since per-sequence calls
+    would cost more in dispatch than in arithmetic on a CPU; one batch per group
+    of similar lengths, so one long context does not pad every short one to it.
     """
     qsl = query_start_loc.tolist()
     lens = seq_lens.tolist()
-    if len(qsl) - 1 == q.shape[0]:  # decodes only: the common step, no row shuffling
+    decodes = [s for s in range(len(lens)) if qsl[s + 1] - qsl[s] == 1]
+    groups = _length_groups(decodes, lens)
+    if len(decodes) == q.shape[0] and len(groups) == 1:  # the common step: no row shuffling
         return _decode_batch(q, k_cache, v_cache, block_tables, seq_lens, max(lens), scale)
     out = torch.empty_like(q)
-    decodes = [s for s in range(len(lens)) if qsl[s + 1] - qsl[s] == 1]
-    if decodes:
-        rows = [qsl[s] for s in decodes]
-        out[rows] = _decode_batch(q[rows], k_cache, v_cache, block_tables[decodes],
-                                  seq_lens[decodes], max(lens[s] for s in decodes), scale)
+    for group in groups:
+        rows = [qsl[s] for s in group]
+        out[rows] = _decode_batch(q[rows], k_cache, v_cache, block_tables[group], seq_lens[group],
+                                  lens[group[0]], scale)
     for s, seq_len in enumerate(lens):
         start, end = qsl[s], qsl[s + 1]
         if end - start > 1:
             out[start:end] = _prefill_one(q[start:end], k_cache, v_cache, block_tables[s], seq_len, scale)
     return out
+
+
+def _length_groups(seqs: list[int], lens: list[int]) -> list[list[int]]:
+    """``seqs`` by length, longest first, cut where a length falls under half its group's longest:
+    padding at most doubles a group's work."""
+    groups: list[list[int]] = []
+    for s in sorted(seqs, key=lambda s: -lens[s]):
+        if groups and 2 * lens[s] >= lens[groups[-1][0]]:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    return groups
 
 
 def _gather(cache: torch.Tensor, blocks: torch.Tensor, num_tokens: int) -> torch.Tensor:
