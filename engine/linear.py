@@ -17,8 +17,9 @@ _PACKABLE = (torch.float32, torch.bfloat16)
 
 
 def _can_pack(weight: torch.Tensor) -> bool:
+    ops = torch.ops.mkldnn  # private ops (what inductor uses); absent in some builds
     return (weight.device.type == "cpu" and weight.dtype in _PACKABLE and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+            and hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight"))
 
 
 class PackedLinear:
