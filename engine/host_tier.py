@@ -11,10 +11,16 @@ from collections import OrderedDict
 class HostTier:
     """Content hash -> host block id, least recently stored evicted first.
 
+    The caller holds a host block while a copy to or from it is queued for the next
+    step: ``put`` does not reuse it until ``release_holds`` (the runner copies all
+    swap-outs before all swap-ins, so a reused block would hand over other KV).
+
     Example::
 
         tier = HostTier(num_blocks=4096)
         host_block = tier.put(block_hash)     # the runner copies device -> host_block
+        tier.hold(host_block)                 # until the step has taken its copies
+        tier.release_holds()
     """
 
     def __init__(self, num_blocks: int):
@@ -23,25 +29,44 @@ class HostTier:
         self.num_blocks = num_blocks
         self._lru: OrderedDict[int, int] = OrderedDict()
         self._free = list(range(num_blocks - 1, -1, -1))
+        self._held: set[int] = set()  # host blocks with a copy queued for the next step
         self.stored_blocks = 0
         self.dropped_blocks = 0
 
     def lookup(self, block_hash: int) -> int | None:
         return self._lru.get(block_hash)
 
-    def put(self, block_hash: int) -> int:
-        """A host block for ``block_hash`` (reusing the oldest entry when full)."""
-        if block_hash in self._lru:
+    def put(self, block_hash: int) -> int | None:
+        """A host block for ``block_hash``; when full, the oldest entry that is not held is
+        reused. None if every block is held: nothing can be stored now."""
+        bid = self._lru.get(block_hash)
+        if bid is not None:
             self._lru.move_to_end(block_hash)
-            return self._lru[block_hash]
-        if self._free:
-            bid = self._free.pop()
         else:
-            _, bid = self._lru.popitem(last=False)
-            self.dropped_blocks += 1
-        self._lru[block_hash] = bid
-        self.stored_blocks += 1
+            bid = self._take_block()
+            if bid is None:
+                return None
+            self._lru[block_hash] = bid
+            self.stored_blocks += 1
         return bid
+
+    def _take_block(self) -> int | None:
+        if self._free:
+            return self._free.pop()
+        # Held entries are only this step's copies: the scan from the oldest ends quickly.
+        old = next((h for h, b in self._lru.items() if b not in self._held), None)
+        if old is None:
+            return None
+        self.dropped_blocks += 1
+        return self._lru.pop(old)
+
+    def hold(self, host_block: int) -> None:
+        """A copy to or from ``host_block`` is queued: don't reuse it until ``release_holds``."""
+        self._held.add(host_block)
+
+    def release_holds(self) -> None:
+        """The queued copies were taken by a step: every block may be reused again."""
+        self._held.clear()
 
     def __len__(self) -> int:
         return len(self._lru)

@@ -49,8 +49,9 @@ class KVCacheManager:
         self._host_programs: dict[str, list[int]] = {}  # program -> the hashes it wants kept
         self.swap_out: list[tuple[int, int]] = []       # (device block, host block), copied before the step
         self.swap_in: list[tuple[int, int]] = []        # (host block, device block), copied before the step
-        # program id -> (block id, hash) of the full blocks of its last finished request
-        self._last_finished: dict[str, list[tuple[int, int]]] = {}
+        # program id -> hashes of the full blocks of its last finished request. Hashes, not
+        # block ids: the cached copy of a block may be another program's (equal prefixes).
+        self._last_finished: dict[str, list[int]] = {}
         self.counters = {"prefix_hit_tokens": 0, "prefix_query_tokens": 0, "pins": 0, "pin_hits": 0,
                          "pin_hit_tokens": 0, "pins_expired": 0, "pins_released": 0,
                          "pins_released_under_pressure": 0,
@@ -71,8 +72,12 @@ class KVCacheManager:
             return []
         self.update_block_hashes(seq)
         max_blocks = (seq.num_tokens - 1) // self.block_size
+        return self._cached_prefix(seq.block_hashes[:max_blocks])
+
+    def _cached_prefix(self, hashes: list[int]) -> list[int]:
+        """Device blocks caching the leading ``hashes``, up to the first one not cached."""
         hit = []
-        for h in seq.block_hashes[:max_blocks]:
+        for h in hashes:
             bid = self.pool.lookup(h)
             if bid is None:
                 break
@@ -97,7 +102,7 @@ class KVCacheManager:
         """The program is away (a tool call): if its blocks are evicted, keep them on the host."""
         if self.host is None or program_id in self._host_programs:
             return
-        hashes = [h for _, h in self._last_finished.get(program_id, [])]
+        hashes = list(self._last_finished.get(program_id, []))
         self._host_programs[program_id] = hashes
         for h in hashes:
             self._host_wanted[h] = self._host_wanted.get(h, 0) + 1
@@ -112,12 +117,19 @@ class KVCacheManager:
 
     def on_device_evict(self, block_id: int, block_hash: int | None) -> None:
         if self.host is not None and block_hash in self._host_wanted and self.host.lookup(block_hash) is None:
-            self.swap_out.append((block_id, self.host.put(block_hash)))
+            hb = self.host.put(block_hash)
+            if hb is None:  # every host block has a copy queued this step: this KV is dropped
+                return
+            self.host.hold(hb)
+            self.swap_out.append((block_id, hb))
             self.counters["host_stored_blocks"] += 1
 
     def take_swaps(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The copies to run before the next step; their host blocks may be reused after."""
         out, into = self.swap_out, self.swap_in
         self.swap_out, self.swap_in = [], []
+        if self.host is not None:
+            self.host.release_holds()
         return out, into
 
     # ---- allocation --------------------------------------------------------------
@@ -132,13 +144,23 @@ class KVCacheManager:
         return self.pool.num_free - sum(1 for b in prefix if self.pool.ref_count[b] == 0)
 
     def admit(self, seq: Sequence, prefix: list[int], num_new_tokens: int, reserve: int = 0,
-              host_hit: list[int] = ()) -> bool:
+              host_hit: list[int] = (), release_pins: bool = False) -> bool:
         """Start ``seq`` on its prefix hit (device blocks, then host blocks copied back) plus room
-        for ``num_new_tokens``, leaving ``reserve`` blocks free; False if it doesn't fit."""
+        for ``num_new_tokens``, leaving ``reserve`` blocks free; False if it doesn't fit.
+
+        With ``release_pins``, pins are ended (least valuable first) until it fits or none is
+        left; the count of blocks needed lives only here.
+        """
         hit_blocks = len(prefix) + len(host_hit)
         need = self.blocks_needed(seq, num_new_tokens, hit_blocks) + len(host_hit)
-        if need + reserve > self.num_free_after_touch(prefix):
-            return False
+        while need + reserve > self.num_free_after_touch(prefix):
+            if not (release_pins and self.pins):
+                return False
+            self._release_least_valuable()
+        # Hold the host blocks to copy back first: the allocations below may evict device
+        # blocks to the host, and must not reuse these before the step copies them.
+        for hb in host_hit:
+            self.host.hold(hb)
         self.pool.touch(prefix)
         seq.block_table = list(prefix)
         if host_hit:  # fresh device blocks, filled from the host before the step runs
@@ -179,10 +201,7 @@ class KVCacheManager:
     def free(self, seq: Sequence) -> None:
         """Drop the sequence's references; a finished program turn is remembered for ``pin``."""
         if seq.is_finished and seq.program_id is not None and self.enable_prefix_caching:
-            n = seq.num_hashed_blocks
-            self._last_finished[seq.program_id] = [
-                (bid, self.pool.block_hash[bid]) for bid in seq.block_table[:n]
-                if self.pool.block_hash[bid] is not None]
+            self._last_finished[seq.program_id] = seq.block_hashes[:seq.num_hashed_blocks]
         self.pool.free(seq.block_table)
         seq.block_table = []
         seq.num_hashed_blocks = 0
@@ -198,7 +217,7 @@ class KVCacheManager:
         if ttl_s < 0:
             raise ValueError(f"ttl_s must be >= 0, got {ttl_s}")
         self.release(program_id, reason=None)
-        blocks = self._still_cached(program_id)
+        blocks = self._cached_prefix(self._last_finished.get(program_id, []))
         if not blocks or ttl_s == 0:
             return 0
         self.pool.touch(blocks)
@@ -236,18 +255,9 @@ class KVCacheManager:
                          tokens=used * self.block_size)
         self.release(seq.program_id, reason=None)
 
-    def _still_cached(self, program_id: str) -> list[int]:
-        """The leading blocks of the program's last finished request that still hold its content."""
-        blocks = []
-        for bid, h in self._last_finished.get(program_id, []):
-            if self.pool.block_hash[bid] != h:
-                break
-            blocks.append(bid)
-        return blocks
-
     def pinnable_blocks(self, program_id: str) -> int:
         """Blocks ``pin`` would hold now for the program's last finished request."""
-        return len(self._still_cached(program_id))
+        return len(self._cached_prefix(self._last_finished.get(program_id, [])))
 
     def forget_program(self, program_id: str) -> None:
         self.release(program_id)
@@ -264,9 +274,12 @@ class KVCacheManager:
     def release_pins_for(self, num_blocks: int) -> bool:
         """Under memory pressure, end pins (least valuable first) until ``num_blocks`` are free."""
         while self.pool.num_free < num_blocks and self.pins:
-            victim = min(self.pins.values(), key=lambda p: p.value)
-            self.release(victim.program_id, reason="pressure")
+            self._release_least_valuable()
         return self.pool.num_free >= num_blocks
+
+    def _release_least_valuable(self) -> None:
+        victim = min(self.pins.values(), key=lambda p: p.value)
+        self.release(victim.program_id, reason="pressure")
 
     @property
     def pinned_blocks(self) -> int:

@@ -146,11 +146,9 @@ class Scheduler:
             reserve = 0
             if self.admit_whole_prompt and not self.policy.starved(seq):  # room for the later chunks too
                 reserve = -(-(seq.num_tokens - hit_tokens - n) // self.kv.block_size)
-            if not self.kv.admit(seq, prefix, n, reserve, host_hit):
-                need = self.kv.blocks_needed(seq, n, len(prefix)) + len(prefix) + reserve
-                if not (self._pins_yield(seq) and self.kv.release_pins_for(need)
-                        and self.kv.admit(seq, prefix, n, reserve, host_hit)):
-                    break  # head-of-line waits for blocks; running requests will free some
+            # The policy says whether pins may yield to this request; the manager counts blocks.
+            if not self.kv.admit(seq, prefix, n, reserve, host_hit, release_pins=self._pins_yield(seq)):
+                break  # head-of-line waits for blocks; running requests will free some
             self.kv.take_pin(seq)
             if seq.metrics.first_scheduled_time is None:
                 seq.metrics.prefix_hit_tokens = seq.num_computed_tokens
