@@ -61,9 +61,8 @@ class EngineCore:
         self.scheduler = Scheduler(self.kv, policy, self.clock, self.events, config.max_num_batched_tokens,
                                    config.max_num_seqs, config.pins_yield_to, config.admit_whole_prompt)
         self.predictor = EmpiricalPredictor()
-        self.ttl_policy = TTL_POLICIES[config.pin_policy]()
-        if isinstance(self.ttl_policy, CostBenefit):
-            self.ttl_policy.max_pin_share = config.max_pin_share
+        self.ttl_policy = (CostBenefit(config.max_pin_share) if config.pin_policy == CostBenefit.name
+                           else TTL_POLICIES[config.pin_policy]())
         self._tool_started: dict[str, tuple[list[str], float]] = {}  # program -> (tool keys, when)
         self.seqs: dict[str, Sequence] = {}
         self.detok = Detokenizer(tokenizer)
@@ -153,13 +152,19 @@ class EngineCore:
     def end_program(self, program_id: str) -> None:
         """The program is over: release its pin and forget its arrival and last turn."""
         with self.lock:
-            self.kv.forget_program(program_id)
-            self.scheduler.policy.forget_program(program_id)
-            self.last_tools.pop(program_id, None)
+            self._forget_program(program_id)
             self.counters["programs_ended"] += 1
 
-    def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
-        """The program's last turn ended in calls to ``tool_names`` (input for TTL policies)."""
+    def _forget_program(self, program_id: str) -> None:
+        self.kv.forget_program(program_id)
+        self.scheduler.policy.forget_program(program_id)
+        self.last_tools.pop(program_id, None)
+        self._tool_started.pop(program_id, None)
+
+    def tool_hint(self, program_id: str, tool_names: list[str]) -> int:
+        """The program's last turn ended in calls to ``tool_names`` (input for TTL policies).
+
+        Returns the tokens the TTL policy pinned (0: none)."""
         with self.lock:
             now = self.clock.now()
             self.last_tools[program_id] = list(tool_names)
@@ -168,12 +173,11 @@ class EngineCore:
             self.events.emit("tool_call", now, None, program_id, tools=list(tool_names))
             self.kv.want_on_host(program_id)
             blocks = self.kv.pinnable_blocks(program_id)
-            if blocks == 0 or self.config.pin_policy == "none":
-                return
+            if blocks == 0:
+                return 0
             decision = self.ttl_policy.decide(self._pin_question(program_id, list(tool_names), blocks),
                                               self.predictor, now)
-            if decision.ttl_s > 0:
-                self.kv.pin(program_id, decision.ttl_s, decision.value)
+            return self.kv.pin(program_id, decision.ttl_s, decision.value) if decision.ttl_s > 0 else 0
 
     def starvation_bound(self) -> float:
         """How long a request may wait for its first token before it goes first (and may end pins)."""
@@ -240,7 +244,8 @@ class EngineCore:
                 reason = "length"
         elif (res.token_id in self.eos_token_ids and not sp.ignore_eos) or res.token_id in sp.stop_token_ids:
             reason = "stop"
-        if reason is None and (seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= self.max_model_len):
+        # add_request admits only prompt + max_tokens <= max_model_len, so this also bounds the context.
+        if reason is None and seq.num_output_tokens >= sp.max_tokens:
             reason = "length"
         skip = reason == "stop"  # the eos / stop token is not part of the text
         delta, hit_stop = self.detok.update(seq, final=reason is not None, skip_last=skip)
@@ -268,8 +273,7 @@ class EngineCore:
         if len(self.finished_metrics) > 10000:
             del self.finished_metrics[:5000]
         if seq.is_last_turn and seq.program_id is not None:
-            self.kv.forget_program(seq.program_id)
-            self.scheduler.policy.forget_program(seq.program_id)
+            self._forget_program(seq.program_id)
         self.events.emit("finished", m.finished_time, seq.request_id, seq.program_id, reason=reason,
                          output_tokens=m.output_tokens)
         return RequestOutput(seq.request_id, new_ids or [], text, True, reason, logprobs, m, error)

@@ -148,7 +148,8 @@ class Engine:
 
     def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
         """The program's last turn ended in calls to ``tool_names``."""
-        self.core.tool_hint(program_id, tool_names)
+        if self.core.tool_hint(program_id, tool_names) and self._wake is not None:
+            self._wake.set()  # the TTL policy pinned its KV: the loop starts watching expiry
 
     def end_program(self, program_id: str) -> None:
         """The program has ended: release its KV pin and forget it."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-EVENT_KINDS = ("queued", "scheduled", "prefill_chunk", "first_token", "finished", "prefix_hit",
-               "preempted", "tool_call", "pin", "pin_hit", "expiry", "release", "eviction")
-
 
 @dataclass
 class EngineEvent:
+    """``kind``: queued, scheduled, prefill_chunk, first_token, finished, prefix_hit, preempted,
+    tool_call, pin, pin_hit, expiry, release or eviction."""
+
     kind: str
     time: float
     request_id: str | None = None

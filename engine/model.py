@@ -13,13 +13,9 @@ import torch
 from tether.engine.attention import AttentionMetadata
 from tether.engine.linear import PackedLinear
 from tether.kernels import paged_attention, store_kv
+from tether.kernels.reference import rotate_half
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class PagedCausalLM:
@@ -41,7 +37,6 @@ class PagedCausalLM:
                 and cfg.sliding_window < cfg.max_position_embeddings:
             raise ValueError("sliding-window attention is not supported yet")
         self.hf = hf_model
-        self.config = cfg
         self.inner = hf_model.model
         self.layers = list(self.inner.layers)
         self.num_heads = cfg.num_attention_heads
@@ -89,11 +84,11 @@ class PagedCausalLM:
             q, k, v = self.qkv[i](layer.input_layernorm(h)).split((q_dim, kv_dim, kv_dim), dim=-1)
             q = q.reshape(T, self.num_heads, self.head_dim)
             k = k.reshape(T, self.num_kv_heads, self.head_dim)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
             store_kv(k, v.reshape(T, self.num_kv_heads, self.head_dim), k_cache, v_cache, meta.slot_mapping)
-            o = paged_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
-                                meta.seq_lens, self.scale)
+            o = paged_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
+                                self.scale, max_q_len=meta.max_q_len, max_seq_len=meta.max_seq_len)
             h = h + self.o_proj[i](o.reshape(T, q_dim))
             gate, up = self.gate_up[i](layer.post_attention_layernorm(h)).chunk(2, dim=-1)
             h = h + self.down[i](layer.mlp.act_fn(gate) * up)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -64,10 +64,6 @@ class RequestMetrics:
         return None if self.first_token_time is None else self.first_token_time - self.arrival_time
 
     @property
-    def queue_time(self) -> float | None:
-        return None if self.first_scheduled_time is None else self.first_scheduled_time - self.arrival_time
-
-    @property
     def decode_time(self) -> float | None:
         if self.finished_time is None or self.first_token_time is None:
             return None
@@ -91,4 +87,3 @@ class RequestOutput:
     logprobs: list[dict[int, float]] | None = None
     metrics: RequestMetrics | None = None
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)

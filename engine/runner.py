@@ -63,10 +63,12 @@ class ModelRunner(Runner):
     def forget(self, request_id: str) -> None:
         self.sampler.forget(request_id)
 
-    def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
-        """Input ids, positions, attention metadata, and the row of each sampling sequence."""
+    def prepare(self, batch: ScheduledBatch
+                ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int], torch.Tensor]:
+        """Input ids, positions, attention metadata, the index in ``batch.seqs`` of each sampling
+        sequence, and the token row whose logits it samples from (its last)."""
         bs = self.block_size
-        ids, pos, slots, qsl, lens, sample_rows = [], [], [], [0], [], []
+        ids, pos, slots, qsl, lens, sample_rows, logits_rows = [], [], [], [0], [], [], []
         for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_new_tokens)):
             start = seq.num_computed_tokens
             end = start + n
@@ -78,6 +80,7 @@ class ModelRunner(Runner):
             lens.append(end)
             if end == seq.num_tokens:
                 sample_rows.append(i)
+                logits_rows.append(qsl[-1] - 1)
         max_blocks = max(len(s.block_table) for s in batch.seqs)
         tables = torch.zeros((len(batch.seqs), max_blocks), dtype=torch.int32)
         for i, seq in enumerate(batch.seqs):
@@ -87,9 +90,10 @@ class ModelRunner(Runner):
             slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
             block_tables=tables.to(dev),
             query_start_loc=torch.tensor(qsl, dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(lens, dtype=torch.int32, device=dev))
+            seq_lens=torch.tensor(lens, dtype=torch.int32, device=dev),
+            max_q_len=max(batch.num_new_tokens), max_seq_len=max(lens))
         return (torch.tensor(ids, dtype=torch.int64, device=dev), torch.tensor(pos, dtype=torch.int64, device=dev),
-                meta, sample_rows)
+                meta, sample_rows, torch.tensor(logits_rows, dtype=torch.int64, device=dev))
 
     def prefill_time_s(self, tokens: int) -> float:
         return tokens * (self._s_per_token if self._s_per_token is not None else 1e-3)
@@ -128,14 +132,14 @@ class ModelRunner(Runner):
         t0 = time.perf_counter()
         results = self._execute(batch)
         if batch.num_tokens >= 64:  # prefill-heavy: a clean per-token cost sample
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()  # time the compute, not just its launch
             rate = (time.perf_counter() - t0) / batch.num_tokens
             self._s_per_token = rate if self._s_per_token is None else 0.8 * self._s_per_token + 0.2 * rate
         return results
 
     def _execute(self, batch: ScheduledBatch) -> list[SampleResult | None]:
-        input_ids, positions, meta, sample_rows = self.prepare(batch)
-        qsl = meta.query_start_loc.tolist()
-        logits_indices = torch.tensor([qsl[i + 1] - 1 for i in sample_rows], dtype=torch.int64, device=self.device)
+        input_ids, positions, meta, sample_rows, logits_indices = self.prepare(batch)
         results: list[SampleResult | None] = [None] * len(batch.seqs)
         logits = self.model.forward(input_ids, positions, meta, self.kv_caches, logits_indices)
         if not sample_rows:

@@ -35,15 +35,19 @@ class Sampler:
 
     def sample(self, logits: torch.Tensor, params: list[SamplingParams], request_ids: list[str],
                forced: list[int | None]) -> list[SampleResult]:
-        """``logits``: [n, vocab], one row per sequence that emits a token this step.
+        """``logits``: [n, vocab] fp32, one row per sequence that emits a token this step.
 
         ``forced[i]``, when not None, is emitted instead of a sampled token
         (``forced_output_ids``); its logprob is still the model's.
         """
-        logits = logits.float().cpu()
-        greedy = logits.argmax(dim=-1).tolist()
+        greedy = logits.argmax(dim=-1).tolist()  # on the logits' device: only n ids cross
+        # Only the rows that sample or report logprobs come to the host.
+        host_rows = [i for i, p in enumerate(params)
+                     if p.logprobs is not None or (forced[i] is None and not p.greedy)]
+        row = {i: j for j, i in enumerate(host_rows)}
+        host = logits[host_rows].cpu() if host_rows else None
         want_lp = any(p.logprobs is not None for p in params)
-        logp = torch.log_softmax(logits, dim=-1) if want_lp else None
+        logp = torch.log_softmax(host, dim=-1) if want_lp else None
         out = []
         for i, p in enumerate(params):
             if forced[i] is not None:
@@ -51,11 +55,11 @@ class Sampler:
             elif p.greedy:
                 tok = greedy[i]
             else:
-                tok = self._sample_row(logits[i], p, self._generator(request_ids[i], p))
+                tok = self._sample_row(host[row[i]], p, self._generator(request_ids[i], p))
             lp = None
             if p.logprobs is not None:
-                lp = self._top_logprobs(logp[i], p.logprobs)
-                lp[tok] = float(logp[i, tok])
+                lp = self._top_logprobs(logp[row[i]], p.logprobs)
+                lp[tok] = float(logp[row[i], tok])
             out.append(SampleResult(tok, lp))
         return out
 

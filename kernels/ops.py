@@ -37,10 +37,17 @@ def store_kv(key, value, k_cache, v_cache, slot_mapping) -> None:
     impl.store_kv(key, value, k_cache, v_cache, slot_mapping)
 
 
-def paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale):
-    """Varlen paged attention for decodes and prefill chunks. See ``reference.paged_attention``."""
-    impl = _triton() if backend_for(q) == "triton" else reference
-    return impl.paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale)
+def paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale, *,
+                    max_q_len: int | None = None, max_seq_len: int | None = None):
+    """Varlen paged attention for decodes and prefill chunks. See ``reference.paged_attention``.
+
+    ``max_q_len`` / ``max_seq_len``, when known on the host, spare the Triton
+    kernels a device read-back; the reference does not need them.
+    """
+    if backend_for(q) == "triton":
+        return _triton().paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale,
+                                         max_q_len=max_q_len, max_seq_len=max_seq_len)
+    return reference.paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale)
 
 
 def rope_shift(k_cache, slots, deltas, inv_freq) -> None:

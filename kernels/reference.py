@@ -118,13 +118,14 @@ def rope_shift(k_cache: torch.Tensor, slots: torch.Tensor, deltas: torch.Tensor,
     """Rotate cached keys in place: the key in ``slots[i]`` moves by ``deltas[i]`` positions.
 
     k at p+d = k_p * cos(d*w) + rotate_half(k_p) * sin(d*w), with ``w`` the
-    model's own ``inv_freq`` ([head_dim/2]), computed in fp32.
+    model's own ``inv_freq`` ([head_dim/2]), computed in fp32. A negative slot is skipped.
     """
     num_blocks, block_size = k_cache.shape[:2]
     flat = k_cache.view(num_blocks * block_size, *k_cache.shape[2:])
-    idx = slots.long()
+    valid = slots >= 0
+    idx = slots[valid].long()
     k = flat[idx].float()                                           # [N, kvh, D]
-    freqs = deltas.float()[:, None] * inv_freq.float()[None, :]     # [N, D/2]
+    freqs = deltas[valid].float()[:, None] * inv_freq.float()[None, :]  # [N, D/2]
     emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]             # [N, 1, D]
     flat[idx] = (k * emb.cos() + rotate_half(k) * emb.sin()).to(k_cache.dtype)
 

@@ -312,9 +312,10 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
             q_lens.max(), is_decode.sum(), torch.where(is_decode, seq_lens, 0).max(),
         ]).long().tolist()
     else:
-        # Bounds only: any sequence may be a decode, so the decode kernel always
-        # launches (programs of non-decode sequences return at once).
-        num_decodes, max_decode_len = (num_seqs, max_seq_len) if max_q_len >= 1 else (0, 0)
+        # Bounds only: any sequence may be a decode (its programs return at once if
+        # not), unless all num_tokens rows are needed for max_q_len >= 2 rows each.
+        no_decodes = max_q_len >= 2 and num_tokens == num_seqs * max_q_len
+        num_decodes, max_decode_len = (0, 0) if no_decodes else (num_seqs, max_seq_len)
 
     dot_dtype, precision = _dot_config(k_cache.dtype)
     block_d = max(_MIN_DOT, triton.next_power_of_2(head_dim))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from tether.engine import EngineConfig, Request, SamplingParams, build_core
 from tether.engine.clock import Clock
 
@@ -33,3 +35,17 @@ def tokens(outs) -> list[int]:
 
 def req(rid: str, ids: list[int], sp: SamplingParams | None = None, **kw) -> Request:
     return Request(request_id=rid, prompt_token_ids=ids, sampling=sp or greedy(), **kw)
+
+
+def hf_logits(model, ids: list[int]) -> torch.Tensor:
+    """transformers' own logits for one prompt, [len(ids), vocab] fp32."""
+    with torch.inference_mode():
+        return model(torch.tensor([ids])).logits[0].float()
+
+
+def hf_greedy(model, ids: list[int], n: int) -> list[int]:
+    """transformers' greedy continuation of ``ids`` for exactly ``n`` tokens."""
+    with torch.inference_mode():
+        g = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, eos_token_id=None,
+                           pad_token_id=0)
+    return g[0, len(ids):].tolist()

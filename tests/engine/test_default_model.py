@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine_helpers import greedy, req, run_all, tokens
+from engine_helpers import greedy, hf_logits, req, run_all, tokens
 from tether.engine import Engine, EngineConfig, Request, SamplingParams, build_core
 
 PROMPTS = [
@@ -23,28 +23,27 @@ def core(default_model):
                       default_model.tokenizer)
 
 
-def _chat_ids(tok, text):
-    s = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
-    return tok.encode(s, add_special_tokens=False)
+def _chat_ids(core, text):
+    """The prompt the engine renders for one user message (the model's chat template)."""
+    return core.prompt_ids(Request(messages=[{"role": "user", "content": text}]))
 
 
 def test_logits_match_transformers_with_chunks_and_prefix_hit(default_model, core):
-    tok, hf = default_model.tokenizer, default_model.hf_model
-    ids = _chat_ids(tok, PROMPTS[2] + " Use an example about Russian dolls.")
+    hf = default_model.hf_model
+    ids = _chat_ids(core, PROMPTS[2] + " Use an example about Russian dolls.")
     core.add_request(req("warm", ids[:33], greedy(1)))  # caches two full blocks
     run_all(core)
     core.add_request(req("x", ids, greedy(1, logprobs=20)))
     out = run_all(core)["x"][-1]
     assert out.metrics.prefix_hit_tokens == 32
-    with torch.inference_mode():
-        ref = torch.log_softmax(hf(torch.tensor([ids])).logits[0, -1].float(), -1)
+    ref = torch.log_softmax(hf_logits(hf, ids)[-1], -1)
     for t, lp in out.logprobs[0].items():
         assert abs(lp - ref[t].item()) < 1e-3
 
 
 def test_greedy_64_tokens_equal_hf_generate(default_model, core):
     tok, hf = default_model.tokenizer, default_model.hf_model
-    prompts = [_chat_ids(tok, p) for p in PROMPTS]
+    prompts = [_chat_ids(core, p) for p in PROMPTS]
     for i, p in enumerate(prompts):
         core.add_request(req(str(i), p, greedy(64)))
     outs = run_all(core)
@@ -60,17 +59,20 @@ def test_greedy_64_tokens_equal_hf_generate(default_model, core):
 
 
 async def test_chat_messages_stream_text_and_stop_strings(default_model):
-    engine = Engine(EngineConfig(), hf_model=default_model.hf_model, tokenizer=default_model.tokenizer)
-    msgs = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
-    outs = [o async for o in engine.generate(Request(messages=msgs, sampling=SamplingParams(
-        max_tokens=60, temperature=0)))]
-    text = "".join(o.text for o in outs)
-    ids = [t for o in outs for t in o.token_ids]
-    assert outs[-1].finish_reason == "stop"  # the model ends its turn with <|im_end|>
-    assert text == default_model.tokenizer.decode(ids, skip_special_tokens=True)
-    assert "1" in text and "5" in text
-    stopped = [o async for o in engine.generate(Request(messages=msgs, sampling=SamplingParams(
-        max_tokens=60, temperature=0, stop=["5"])))]
-    stext = "".join(o.text for o in stopped)
-    assert stopped[-1].finish_reason == "stop" and "5" not in stext and text.startswith(stext)
-    await engine.close()
+    engine = Engine(EngineConfig(num_kv_blocks=256), hf_model=default_model.hf_model,
+                    tokenizer=default_model.tokenizer)
+    try:
+        msgs = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
+        outs = [o async for o in engine.generate(Request(messages=msgs, sampling=SamplingParams(
+            max_tokens=60, temperature=0)))]
+        text = "".join(o.text for o in outs)
+        ids = [t for o in outs for t in o.token_ids]
+        assert outs[-1].finish_reason == "stop"  # the model ends its turn with <|im_end|>
+        assert text == default_model.tokenizer.decode(ids, skip_special_tokens=True)
+        assert "1" in text and "5" in text
+        stopped = [o async for o in engine.generate(Request(messages=msgs, sampling=SamplingParams(
+            max_tokens=60, temperature=0, stop=["5"])))]
+        stext = "".join(o.text for o in stopped)
+        assert stopped[-1].finish_reason == "stop" and "5" not in stext and text.startswith(stext)
+    finally:
+        await engine.close()

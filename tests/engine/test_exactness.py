@@ -6,17 +6,12 @@ import pytest
 import torch
 
 from tiny_model import tiny_llama
-from engine_helpers import greedy, make_core, req, run_all, tokens
+from engine_helpers import greedy, hf_greedy, hf_logits, make_core, req, run_all, tokens
 from tether.engine import SamplingParams
 from tether.engine.attention import AttentionMetadata
 from tether.engine.model import PagedCausalLM
 
 TOL = 1e-3
-
-
-def hf_logits(model, ids: list[int]) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(torch.tensor([ids])).logits[0].float()
 
 
 def _meta(chunks, tables, block_size):
@@ -29,7 +24,8 @@ def _meta(chunks, tables, block_size):
     width = max(len(t) for t in tables)
     bt = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
     return AttentionMetadata(torch.tensor(slots), bt, torch.tensor(qsl, dtype=torch.int32),
-                             torch.tensor(lens, dtype=torch.int32))
+                             torch.tensor(lens, dtype=torch.int32),
+                             max(e - s for s, e in chunks), max(lens))
 
 
 def _step(pm, kv, prompts, chunks, tables, bs=16):
@@ -79,13 +75,6 @@ def test_decode_rows_mixed_with_prefill_match_hf(tiny_model):
     torch.testing.assert_close(out[1:], hf_logits(tiny_model, b), atol=TOL, rtol=0)
 
 
-def _hf_greedy(model, ids, n):
-    with torch.inference_mode():
-        g = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, eos_token_id=None,
-                           pad_token_id=0)
-    return g[0, len(ids):].tolist()
-
-
 def test_greedy_equals_hf_generate_with_chunking_and_prefix_hits(tiny_model):
     gen = torch.Generator().manual_seed(3)
     shared = torch.randint(3, 128, (40,), generator=gen).tolist()
@@ -97,7 +86,7 @@ def test_greedy_equals_hf_generate_with_chunking_and_prefix_hits(tiny_model):
         core.add_request(req(str(i), p, greedy(64)))
     outs = run_all(core)
     for i, p in enumerate(prompts):
-        assert tokens(outs[str(i)]) == _hf_greedy(tiny_model, p, 64), f"prompt {i}"
+        assert tokens(outs[str(i)]) == hf_greedy(tiny_model, p, 64), f"prompt {i}"
         assert outs[str(i)][-1].metrics.prefix_hit_tokens == 32  # two full blocks of the shared text
     core.check_no_leaks()
 
@@ -130,4 +119,4 @@ def test_qwen2_style_bias_and_untied_head():
     p = list(range(1, 45))
     core = make_core(model, max_num_batched_tokens=16)
     core.add_request(req("q", p, greedy(20)))
-    assert tokens(run_all(core)["q"]) == _hf_greedy(model, p, 20)
+    assert tokens(run_all(core)["q"]) == hf_greedy(model, p, 20)

@@ -79,6 +79,7 @@ def test_paged_attention_strided_q(device):
 @pytest.mark.parametrize("q_lens,seq_lens,bounds", [
     ([1, 1, 1], [9, 40, 23], (1, 40)),     # decode-only, exact bounds
     ([1, 7, 1], [30, 7, 45], (16, 100)),   # mixed, loose bounds
+    ([5, 5], [20, 5], (5, 20)),            # prefill-only, exact bounds: no decode launch
 ])
 def test_paged_attention_length_bounds(q_lens, seq_lens, bounds, device):
     """Host-supplied upper bounds (no device sync) give the same result as the exact read-back."""
@@ -121,7 +122,9 @@ def test_store_kv(block_size, cache_dtype, device):
 def test_rope_shift(block_size, head_dim, dtype, device):
     num_blocks, kv_heads, n = 3, 2, 13
     k_cache = torch.randn(num_blocks, block_size, kv_heads, head_dim, device=device).to(dtype)
-    slots = torch.randperm(num_blocks * block_size)[:n].to(device)
+    slots = torch.randperm(num_blocks * block_size)[:n]
+    slots[[3, 9]] = -1  # skipped rows
+    slots = slots.to(device)
     deltas = torch.randint(-40, 40, (n,), device=device)
     inv_freq = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
     want = k_cache.clone()
