@@ -40,13 +40,15 @@ class Context:
     """
 
     def __init__(self, services: ProgramServices, agent_name: str = "main",
-                 stats: dict[str, AgentStats] | None = None, turn_counter: list[int] | None = None):
+                 stats: dict[str, AgentStats] | None = None, turn_counter: list[int] | None = None,
+                 sub_agent: bool = False):
         self.services = services
         self.program_id = services.program_id
         self.agent_name = agent_name
         self.stats = stats if stats is not None else {}
         self.stats.setdefault(agent_name, AgentStats())
         self._turn = turn_counter if turn_counter is not None else [0]  # shared across sub-agents
+        self.sub_agent = sub_agent  # its last turn is not the program's: the parent goes on
         self._tools: dict[str, Tool] = {}
         self.transcript: list[tuple[str, str, str]] = []  # (agent, role, text), for printing
 
@@ -56,14 +58,17 @@ class Context:
 
     async def chat(self, messages: list[Message | dict[str, Any]], tools: list[Tool] | None = None,
                    tool_choice: Any = None, is_last_turn: bool = False, **sampling: Any) -> Reply:
-        """One LLM call for this program; sampling keywords are ``SamplingParams`` fields."""
+        """One LLM call for this program; sampling keywords are ``SamplingParams`` fields.
+
+        ``is_last_turn`` tells the engine the program ends after this call; a sub-agent's is ignored.
+        """
         msgs = as_dicts(messages)
         if tools:
             self._tools.update({t.name: t for t in tools})
             msgs = apply_tools_to_messages(msgs, [t.openai_schema() for t in tools], tool_choice)
         sampling.setdefault("max_tokens", 256)
         request = Request(messages=msgs, sampling=SamplingParams(**sampling), program_id=self.program_id,
-                          turn=self.turn, is_last_turn=is_last_turn)
+                          turn=self.turn, is_last_turn=is_last_turn and not self.sub_agent)
         self._turn[0] += 1
         t0 = time.perf_counter()
         outs = await self.services.llm.complete(request)
@@ -90,6 +95,8 @@ class Context:
         """
         known = dict(self._tools)
         known.update({t.name: t for t in tools or []})
+        if tool_calls:  # first, so the engine's TTL policy pins the KV and times the tools from their start
+            await self.services.llm.tool_hint(self.program_id, [tool_key(c) for c in tool_calls])
         t0 = time.perf_counter()
 
         async def one(call: ToolCall) -> Message:
@@ -97,7 +104,7 @@ class Context:
             if tool is None:
                 text = f"error: unknown tool {call.name!r}; available: {', '.join(sorted(known)) or 'none'}"
             else:
-                res = await self.services.tools.run(tool, call.arguments, getattr(tool, "timeout_s", None))
+                res = await self.services.tools.run(tool, call.arguments)
                 text = res.content
             self.transcript.append((self.agent_name, f"tool:{call.name}", text))
             return Message(role="tool", content=text, name=call.name, tool_call_id=call.id)
@@ -106,14 +113,12 @@ class Context:
         st = self.stats[self.agent_name]
         st.tool_calls += len(tool_calls)
         st.tool_time_s += time.perf_counter() - t0
-        if tool_calls:  # the engine's TTL policy learns what this program waits on
-            await self.services.llm.tool_hint(self.program_id, [tool_key(c) for c in tool_calls])
         return results
 
     async def run(self, agent: Any, input: Any = None, **inputs: Any) -> Any:
         """Run ``agent`` (an ``Agent`` or an async function) as a sub-agent of this program."""
         name = getattr(agent, "name", None) or getattr(agent, "__name__", "agent")
-        sub = Context(self.services, name, self.stats, self._turn)
+        sub = Context(self.services, name, self.stats, self._turn, sub_agent=True)
         sub.transcript = self.transcript
         if input is not None:
             inputs["input"] = input

@@ -1,5 +1,6 @@
-"""Messages and replies, as agents see them. Messages keep the engine's token ids,
-so a later turn (or another agent) can reuse their KV."""
+"""Messages and replies, as agents see them. A later turn (or another agent) reuses
+the KV of earlier messages through the engine's prefix cache, which matches the
+rendered prompt's tokens."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tether.runtime.chat_format import ToolCall
 
 
 class Message(BaseModel):
-    """One chat message (OpenAI shape) plus the token ids the engine produced for it.
+    """One chat message (OpenAI shape).
 
     Example::
 
@@ -26,7 +27,6 @@ class Message(BaseModel):
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
-    token_ids: list[int] | None = None
 
     def to_openai(self) -> dict[str, Any]:
         d: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -71,4 +71,4 @@ class Reply:
     def message(self) -> Message:
         """The assistant message to append to the history."""
         return Message(role="assistant", content=self.text,
-                       tool_calls=[c.to_openai() for c in self.tool_calls] or None, token_ids=self.token_ids)
+                       tool_calls=[c.to_openai() for c in self.tool_calls] or None)

@@ -109,11 +109,21 @@ class Runtime:
         self.num_cpus = num_cpus
         self._started_ray = False
         self.replicas: list = []
+        self.router = None
+        self.tools: ToolExecutorPool | None = None
+        self.programs: list = []
         self._rr = itertools.count()
         self._tokenizer = None
 
     # ---- lifecycle ---------------------------------------------------------------
     def start(self) -> "Runtime":
+        try:
+            return self._start()
+        except BaseException:  # e.g. the model fails to load: stop what started (``__exit__`` never runs)
+            self.shutdown()
+            raise
+
+    def _start(self) -> "Runtime":
         if not ray.is_initialized():
             ray.init(address=self.address, num_cpus=self.num_cpus if self.address is None else None,
                      include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -133,12 +143,12 @@ class Runtime:
         return self
 
     def shutdown(self) -> None:
-        for a in [*self.programs, *self.replicas, self.router, *self.tools.actors] if self.replicas else []:
+        for a in [*self.programs, *self.replicas, self.router, *(self.tools.actors if self.tools else [])]:
             try:
                 ray.kill(a)
             except Exception:
                 pass
-        self.replicas = []
+        self.programs, self.replicas, self.router, self.tools = [], [], None, None
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
@@ -174,8 +184,6 @@ class Runtime:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            from tether.engine.model_loader import resolve_model_path
-            self._tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(self.model)))
+            from tether.engine.model_loader import load_tokenizer
+            self._tokenizer = load_tokenizer(self.model)
         return self._tokenizer

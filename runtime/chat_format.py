@@ -151,21 +151,6 @@ def apply_tools_to_messages(messages: list[dict[str, Any]], tools: list[dict[str
     return out
 
 
-def render_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
-    """Prompt token ids for ``messages``, rendered exactly as the engine renders ``Request(messages=...)``.
-
-    Example::
-
-        ids = render_prompt_ids(tokenizer, apply_tools_to_messages(messages, tools))
-
-    The HTTP server passes messages to the engine and lets it render them; this
-    is for callers that need the ids themselves (counting tokens, building
-    ``prompt_token_ids`` requests).
-    """
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tokenizer.encode(text, add_special_tokens=False)
-
-
 def tool_names_of(tools: list[dict[str, Any]] | None) -> list[str]:
     """The function names declared in OpenAI-style ``tools``.
 

@@ -236,8 +236,15 @@ class TokenText:
             pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode(" a", add_special_tokens=False))
             self.byte_level = "Ġ" in "".join(pieces)
         self._byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+        self._cache: dict[int, bytes] = {}  # token id -> bytes (at most the vocabulary)
 
     def bytes_of(self, token_id: int) -> bytes:
+        b = self._cache.get(token_id)
+        if b is None:
+            b = self._cache[token_id] = self._bytes_of(token_id)
+        return b
+
+    def _bytes_of(self, token_id: int) -> bytes:
         if self.tok is None:
             return f"token_id:{token_id}".encode()
         if self.byte_level:

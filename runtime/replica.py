@@ -29,9 +29,6 @@ class EngineReplicaImpl(LocalClient):
         """All outputs in one reply: one round trip for callers that do not stream."""
         return [out async for out in self.engine.generate(request)]
 
-    async def pin(self, program_id: str, ttl_s: float) -> int:
-        return self.engine.pin(program_id, ttl_s)
-
 
 # Async actor: many requests in flight, all driven by the engine's own step loop.
 EngineReplica = ray.remote(max_concurrency=10_000)(EngineReplicaImpl)

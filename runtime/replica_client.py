@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import ray
@@ -12,17 +14,19 @@ from tether.engine import EngineError, Request, RequestOutput
 from tether.runtime.client import LLMClient
 
 
-SUMMED_STATS = ("requests", "finished", "prompt_tokens", "generated_tokens", "prefix_hit_tokens", "running",
-                "waiting", "kv_blocks_used", "kv_blocks_total", "preemptions", "tool_hints", "programs_ended")
-
-
 def merge_stats(per_replica: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum counters over replicas; TTFT p50 is the first live replica's (they serve alike)."""
+    """Sum every numeric stat over the live replicas; ``prefix_hit_rate`` is recomputed from the sums,
+    and TTFT figures (``ttft_*``) are the first live replica's (they serve alike)."""
     total: dict[str, Any] = {"replicas": per_replica}
-    for key in SUMMED_STATS:
-        total[key] = sum(p.get(key, 0) or 0 for p in per_replica)
     live = [p for p in per_replica if not p.get("dead")]
-    total["ttft_p50"] = live[0].get("ttft_p50") if live else None
+    for p in live:
+        for key, v in p.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not key.startswith("ttft_"):
+                total[key] = total.get(key, 0) + v
+    q = total.get("prefix_query_tokens", 0)
+    total["prefix_hit_rate"] = total.get("prefix_hit_tokens", 0) / q if q else 0.0
+    for key in ("ttft_mean", "ttft_p50"):
+        total[key] = live[0].get(key) if live else None
     return total
 
 
@@ -46,64 +50,71 @@ class ReplicaClient(LLMClient):
         self.model_name = model_name
         self._route: dict[str, int] = {}
 
-    async def _replica(self, program_id: str | None) -> tuple[int, Any]:
-        key = program_id or f"anon-{uuid.uuid4().hex}"
-        idx = self._route.get(key)
+    async def _replica(self, program_id: str) -> tuple[int, Any]:
+        idx = self._route.get(program_id)
         if idx is None:
-            idx = await self.router.route.remote(key)
-            if program_id is not None:
-                self._route[key] = idx
-            else:
-                await self.router.done.remote(key)
+            idx = self._route[program_id] = await self.router.route.remote(program_id)
         return idx, self.replicas[idx]
+
+    @asynccontextmanager
+    async def _routed(self, program_id: str | None) -> AsyncIterator[tuple[int, Any]]:
+        """The replica for one request. A request of no program counts in the router's load until it ends."""
+        if program_id is not None:
+            yield await self._replica(program_id)
+            return
+        key = f"anon-{uuid.uuid4().hex}"
+        idx = await self.router.route.remote(key)
+        try:
+            yield idx, self.replicas[idx]
+        finally:
+            self.router.done.remote(key)
 
     async def _died(self, idx: int, e: Exception) -> ReplicaDied:
         await self.router.mark_dead.remote(idx)
         return ReplicaDied(f"engine replica {idx} died: {type(e).__name__}")
 
     async def generate(self, request: Request) -> AsyncIterator[RequestOutput]:
-        idx, replica = await self._replica(request.program_id)
-        finished = False
-        try:
-            gen = replica.generate_stream.options(num_returns="streaming").remote(request)
-            async for ref in gen:
-                out = await ref
-                finished = out.finished
-                yield out
-        except RayActorError as e:
-            raise await self._died(idx, e) from None
-        finally:
-            if not finished:  # the caller stopped early or was cancelled: free the engine's blocks
-                try:
-                    replica.abort.remote(request.request_id)
-                except RayActorError:
-                    pass
+        async with self._routed(request.program_id) as (idx, replica):
+            finished = False
+            try:
+                gen = replica.generate_stream.options(num_returns="streaming").remote(request)
+                async for ref in gen:
+                    out = await ref
+                    finished = out.finished
+                    yield out
+            except RayActorError as e:
+                raise await self._died(idx, e) from None
+            finally:
+                if not finished:  # the caller stopped early or was cancelled: free the engine's blocks
+                    try:
+                        replica.abort.remote(request.request_id)
+                    except RayActorError:
+                        pass
 
     async def complete(self, request: Request) -> list[RequestOutput]:
         """All outputs of one request in a single actor round trip (no streaming)."""
-        idx, replica = await self._replica(request.program_id)
-        ref = replica.generate_full.remote(request)
-        try:
-            return await ref
-        except RayActorError as e:
-            raise await self._died(idx, e) from None
-        except BaseException:
-            ray.cancel(ref)
-            replica.abort.remote(request.request_id)
-            raise
+        async with self._routed(request.program_id) as (idx, replica):
+            ref = replica.generate_full.remote(request)
+            try:
+                return await ref
+            except RayActorError as e:
+                raise await self._died(idx, e) from None
+            except BaseException:
+                ray.cancel(ref)
+                replica.abort.remote(request.request_id)
+                raise
 
     async def abort(self, request_id: str) -> None:
         for r in self.replicas:
             r.abort.remote(request_id)
 
     async def stats(self) -> dict[str, Any]:
-        per = []
-        for i, r in enumerate(self.replicas):
+        async def one(i: int, replica: Any) -> dict[str, Any]:
             try:
-                per.append(await r.stats.remote())
+                return await replica.stats.remote()
             except RayActorError:
-                per.append({"dead": True, "replica": i})
-        return merge_stats(per)
+                return {"dead": True, "replica": i}
+        return merge_stats(list(await asyncio.gather(*(one(i, r) for i, r in enumerate(self.replicas)))))
 
     async def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
         _, replica = await self._replica(program_id)

@@ -33,8 +33,5 @@ class RouterImpl:
         """New programs avoid a replica that has died."""
         self.dead.add(idx)
 
-    def snapshot(self) -> dict:
-        return {"load": list(self.load), "programs": len(self.assignment), "dead": sorted(self.dead)}
-
 
 Router = ray.remote(RouterImpl)

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
+import anyio
 from fastapi import FastAPI, Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -170,11 +171,13 @@ class _Call:
 
     async def _end(self) -> None:
         gen, self._gen = self._gen, None
-        aclose = getattr(gen, "aclose", None)
-        if aclose is not None:  # closing the engine's generator aborts a request still running
-            await aclose()
-        if self.body.is_last_turn and self.body.program_id is not None:
-            await self.client.end_program(self.body.program_id)
+        # Shielded: on a client disconnect the stream's cancel scope would cancel every await here.
+        with anyio.CancelScope(shield=True):
+            aclose = getattr(gen, "aclose", None)
+            if aclose is not None:  # closing the engine's generator aborts a request still running
+                await aclose()
+            if self.body.is_last_turn and self.body.program_id is not None:
+                await self.client.end_program(self.body.program_id)
 
 
 async def _hung_up(http: HTTPRequest, every_s: float = 0.2) -> None:

@@ -204,6 +204,9 @@ class ToolExecutorPool:
             except TimeoutError:
                 ray.cancel(ref)
                 return _error(name, f"tool '{name}' timed out after {limit:g}s", start)
+            except asyncio.CancelledError:  # the caller gave up (program cancelled): stop the tool too
+                ray.cancel(ref)
+                raise
             except ray.exceptions.RayError as e:
                 return _error(name, f"tool executor failed: {type(e).__name__}: {e}", start)
         finally:

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from tether.engine import EngineConfig, Request
+from tether.engine.engine import build_core
 from tether.runtime.chat_format import (ChatFormatError, ToolCallStreamFilter, apply_tools_to_messages,
-                                        parse_tool_calls, render_prompt_ids, render_tool_prompt)
+                                        parse_tool_calls, render_tool_prompt)
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
@@ -87,9 +89,10 @@ def test_unrenderable_messages_are_refused_with_the_field():
         apply_tools_to_messages([{"role": "robot", "content": "x"}], None)
 
 
-def test_render_prompt_ids_matches_the_chat_template(default_tokenizer):
+def test_engine_renders_tool_messages_with_the_chat_template(tiny_model, default_tokenizer):
+    core = build_core(EngineConfig(num_kv_blocks=4), tiny_model, default_tokenizer)
     msgs = apply_tools_to_messages([{"role": "user", "content": "Hi"}], [WEATHER])
-    ids = render_prompt_ids(default_tokenizer, msgs)
+    ids = core.prompt_ids(Request(messages=msgs))
     text = default_tokenizer.decode(ids)
     assert text.startswith("<|im_start|>system\n# Tools") and text.endswith("<|im_start|>assistant\n")
 

@@ -1,11 +1,14 @@
 """The OpenAI-compatible server, driven by the official ``openai`` client against a real uvicorn server.
 
-One module-scoped server runs the real default model (SmolLM2-135M-Instruct).
-The engine is created here but only the server's event loop drives it.
+One module-scoped server runs the real default model (SmolLM2-135M-Instruct,
+the session's ``default_model``). The engine is created here but only the
+server's event loop drives it. Stub clients cover what that model never does
+(tool calls, engine failures) through ``httpx.ASGITransport``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -16,8 +19,9 @@ import openai
 import pytest
 import uvicorn
 
-from tether.engine import Engine, EngineConfig, EngineError, RequestOutput
+from tether.engine import Engine, EngineConfig, EngineError, RequestMetrics, RequestOutput
 from tether.runtime.client import LLMClient, LocalClient
+from tether.runtime.openai_protocol import TokenText
 from tether.runtime.server import create_app
 
 MODEL = "smollm2"
@@ -28,8 +32,9 @@ WEATHER = {"type": "function", "function": {
 
 
 @pytest.fixture(scope="module")
-def server():
-    engine = Engine(EngineConfig(model="default", num_kv_blocks=256, max_num_batched_tokens=256))
+def server(default_model):
+    engine = Engine(EngineConfig(num_kv_blocks=256, max_num_batched_tokens=256), hf_model=default_model.hf_model,
+                    tokenizer=default_model.tokenizer)
     events: list = []
     engine.add_listener(events.append)  # called from the step thread; list.append is atomic
     app = create_app(LocalClient(engine), model_name=MODEL)
@@ -303,3 +308,95 @@ async def test_failure_after_streaming_began_is_reported_in_band():
     events = [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
     assert resp.status_code == 200 and events[1]["choices"][0]["delta"] == {"content": "Hi"}
     assert events[-1]["error"]["type"] == "server_error" and "[DONE]" not in resp.text
+
+
+# ---- tool calls and disconnects (stub client: the 135M model never writes a tool call) ----
+
+TOOL_CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+
+
+class _StubClient(LLMClient):
+    """Replies ``text`` in one output; with ``hang`` the request then stays open until closed."""
+
+    model_name, tokenizer = "stub", None
+
+    def __init__(self, text: str, hang: bool = False):
+        self.text, self.hang, self.ended = text, hang, []
+
+    async def generate(self, request):
+        yield RequestOutput(request.request_id, [5], self.text, finished=not self.hang,
+                            finish_reason=None if self.hang else "stop",
+                            metrics=RequestMetrics(0.0, prompt_tokens=3, output_tokens=1))
+        await asyncio.Event().wait()  # reached only with ``hang``
+
+    async def abort(self, request_id): ...
+    async def stats(self): return {}
+    async def tool_hint(self, program_id, tool_names): ...
+
+    async def end_program(self, program_id):
+        await asyncio.sleep(0.01)  # a round trip, as to an engine replica
+        self.ended.append(program_id)
+
+
+def _assert_weather_call(calls: list[dict]) -> None:
+    assert len(calls) == 1 and calls[0]["type"] == "function" and calls[0]["id"].startswith("call_")
+    assert calls[0]["function"]["name"] == "get_weather"
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
+
+
+async def test_tool_calls_plain_and_streamed():
+    transport = httpx.ASGITransport(app=create_app(_StubClient(TOOL_CALL)))
+    body = {"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [WEATHER]}
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        plain = (await http.post("/v1/chat/completions", json=body)).json()["choices"][0]
+        streamed = await http.post("/v1/chat/completions", json={**body, "stream": True})
+    assert plain["finish_reason"] == "tool_calls" and plain["message"]["content"] is None
+    _assert_weather_call(plain["message"]["tool_calls"])
+    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert "".join(d.get("content") or "" for d in deltas) == ""  # the <tool_call> block is not streamed as text
+    _assert_weather_call([tc for d in deltas for tc in d.get("tool_calls", [])])
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls" and streamed.text.endswith("data: [DONE]\n\n")
+
+
+async def test_stream_cleanup_completes_when_the_client_disconnects():
+    """A disconnect cancels the stream's scope; ``end_program`` must still reach the client (its KV, its load)."""
+    client = _StubClient("Hi", hang=True)
+    body = json.dumps({"messages": ASK, "stream": True, "program_id": "p-1", "is_last_turn": True}).encode()
+    first_chunk, asked = asyncio.Event(), []
+
+    async def receive():
+        if not asked:
+            asked.append(1)
+            return {"type": "http.request", "body": body, "more_body": False}
+        await first_chunk.wait()  # hang up once streaming has begun
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_chunk.set()
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 1), "server": ("t", 80)}
+    await asyncio.wait_for(create_app(client)(scope, receive, send), 10)
+    assert client.ended == ["p-1"]
+
+
+def test_token_text_decodes_each_token_once():
+    class Tokenizer:  # byte-level BPE: "Ġ" is the space byte
+        all_special_ids, lookups = [], 0
+
+        def encode(self, text, add_special_tokens=False):
+            return [7]
+
+        def convert_ids_to_tokens(self, ids):
+            self.lookups += 1
+            return ["Ġa"] if isinstance(ids, list) else "Ġa"
+
+    tok = Tokenizer()
+    tt = TokenText(tok)
+    before = tok.lookups
+    entries = [tt.entry(7, -0.5) for _ in range(3)]
+    assert entries[0] == {"token": " a", "logprob": -0.5, "bytes": [32, 97]} and tok.lookups - before == 1

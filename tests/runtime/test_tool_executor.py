@@ -165,3 +165,33 @@ async def test_pool_on_ray(ray_cluster, tmp_path):
         assert r.is_error and r.content.startswith("error: tool executor failed: ")
     finally:
         pool.shutdown()
+
+
+@pytest.mark.timeout(60)
+async def test_cancelling_a_pool_call_stops_the_tool_on_its_actor(ray_cluster):
+    @tool
+    async def nap(seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "woke up"
+
+    pool = ToolExecutorPool(num_actors=1)
+    actor = pool.actors[0]
+
+    async def active() -> int:
+        return (await actor.stats.remote())["active"]
+
+    try:
+        call = asyncio.create_task(pool.run(nap, {"seconds": 30}, 60))
+        deadline = time.monotonic() + 30
+        while await active() == 0:
+            assert time.monotonic() < deadline, "the tool never started"
+            await asyncio.sleep(0.05)
+        call.cancel()  # e.g. its program was cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        deadline = time.monotonic() + 10
+        while await active():
+            assert time.monotonic() < deadline, "the tool kept running on its actor"
+            await asyncio.sleep(0.05)
+    finally:
+        pool.shutdown()
