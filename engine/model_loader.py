@@ -70,6 +70,20 @@ def resolve_model_path(model: str) -> Path:
                              f"a .gguf file, or 'default' (which needs: {FIX_DEFAULT})")
 
 
+def load_tokenizer(model: str):
+    """The Hugging Face tokenizer of ``model`` (named as for ``resolve_model_path``).
+
+    Raises ``ModelNotFoundError`` when the model cannot be found.
+
+    Example::
+
+        tok = load_tokenizer("default")
+        tok.encode("hello", add_special_tokens=False)
+    """
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(resolve_model_path(model)))
+
+
 def convert_gguf(gguf: Path) -> Path:
     """Convert ``gguf`` to a safetensors folder in the cache (once) and return that folder."""
     st = gguf.stat()

@@ -76,21 +76,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
+    from tether.engine.model_loader import ModelNotFoundError, load_tokenizer
     from tether.workloads.trace import TraceError
     try:
         if args.action == "convert":
             from tether.workloads.loaders import load_trajectories
-            tokenizer = None
-            if args.tokenize:
-                from transformers import AutoTokenizer
-
-                from tether.engine.model_loader import resolve_model_path
-                tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(args.model)))
+            tokenizer = load_tokenizer(args.model) if args.tokenize else None
             trace = load_trajectories(args.input, tokenizer=tokenizer, seed=args.seed)
         else:
             from tether.workloads.synth import synthesize
             trace = synthesize(args.programs, seed=args.seed, rate=args.rate, concurrency=args.concurrency)
-    except TraceError as e:
+    except (TraceError, ModelNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     path = trace.save(args.out)
@@ -100,11 +96,12 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from tether.engine.model_loader import ModelNotFoundError
     from tether.workloads.replay import main as replay_main
     from tether.workloads.trace import TraceError
     try:
         replay_main(args.rest)
-    except (TraceError, ValueError) as e:
+    except (TraceError, ValueError, ModelNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -117,7 +114,7 @@ def _bench(args: argparse.Namespace) -> int:
         from tether.runtime.bench import main as bench_main
     else:
         from tether.kernels.bench import main as bench_main
-    bench_main(args.rest + (["--json"] if args.json else []))
+    bench_main(args.rest)
     return 0
 
 
@@ -145,8 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (ratios against baselines measured in the same run)")
     b.add_argument("what", choices=["engine", "kernels", "runtime"])
-    b.add_argument("--json", action="store_true", help="print one JSON object")
-    b.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark, e.g. --json")
     b.set_defaults(fn=_bench)
 
     t = sub.add_parser("trace", help="convert or synthesize traces")

@@ -41,7 +41,7 @@ async def replay_program(services: ProgramServices, plan: list[TurnPlan], t0: fl
                                   m.prompt_tokens, m.prefix_hit_tokens, m.output_tokens, turn.tool_name,
                                   turn.tool_wait_s, m.preemptions))
         history = history + [t for o in outs for t in o.token_ids]
-        if not last:
+        if not last and turn.tool_name is not None:  # a turn may answer without calling a tool
             await services.llm.tool_hint(services.program_id, [turn.tool_name])
             await asyncio.sleep(turn.tool_wait_s)
     return records
@@ -53,8 +53,9 @@ async def _entry(plan: list[TurnPlan], t0: float, ctx) -> list[TurnRecord]:
 
 def _plan(feeder: TurnFeeder, pi: int, time_scale: float) -> list[TurnPlan]:
     turns = feeder.trace.programs[pi].turns
-    return [TurnPlan(list(t.append_token_ids), list(t.output_token_ids), t.tool.name if t.tool else None,
-                     (t.tool.duration_s * time_scale) if t.tool else 0.0) for t in turns]
+    tools = [t.tool for t in turns[:-1]] + [None]  # the last turn's call (if any) ends the program, as in sim
+    return [TurnPlan(list(t.append_token_ids), list(t.output_token_ids), tool.name if tool else None,
+                     tool.duration_s * time_scale if tool else 0.0) for t, tool in zip(turns, tools)]
 
 
 def replay_real(feeder: TurnFeeder, policy: Policy, settings: ReplaySettings, model: str = "default") -> ReplayRun:
@@ -71,12 +72,18 @@ def replay_real(feeder: TurnFeeder, policy: Policy, settings: ReplaySettings, mo
     return run
 
 
-def _check_fits(feeder: TurnFeeder, model: str) -> None:
-    """Refuse up front a trace whose programs outgrow the model's context window."""
+@functools.lru_cache
+def _context_window(model: str) -> int:
+    """The model's context window (read once per process, not once per policy)."""
     from transformers import AutoConfig
 
     from tether.engine.model_loader import resolve_model_path
-    window = AutoConfig.from_pretrained(str(resolve_model_path(model))).max_position_embeddings
+    return AutoConfig.from_pretrained(str(resolve_model_path(model))).max_position_embeddings
+
+
+def _check_fits(feeder: TurnFeeder, model: str) -> None:
+    """Refuse up front a trace whose programs outgrow the model's context window."""
+    window = _context_window(model)
     too_long = [(p.program_id, p.total_tokens) for p in feeder.trace.programs if p.total_tokens > window]
     if too_long:
         pid, n = max(too_long, key=lambda x: x[1])

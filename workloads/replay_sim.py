@@ -72,16 +72,18 @@ def replay_sim(feeder: TurnFeeder, policy: Policy, profile: LatencyProfile, sett
             pi, ti, submitted = inflight.pop(out.request_id)
             program = programs[pi]
             m = out.metrics
-            tool = program.turns[ti].tool if ti < len(program.turns) - 1 else None
+            last = ti == len(program.turns) - 1
+            tool = None if last else program.turns[ti].tool  # a turn may answer without calling a tool
             wait = tool.duration_s * settings.time_scale if tool else 0.0
             run.turns.append(TurnRecord(program.program_id, ti, submitted, m.first_token_time, m.finished_time,
                                         m.prompt_tokens, m.prefix_hit_tokens, m.output_tokens,
                                         tool.name if tool else None, wait, m.preemptions))
-            if tool is not None:
-                core.tool_hint(program.program_id, [tool.name])
+            if not last:
+                if tool is not None:
+                    core.tool_hint(program.program_id, [tool.name])
                 heapq.heappush(events, (clock.now() + wait, next(order), pi, ti + 1))
             else:
-                core.end_program(program.program_id)
+                core.end_program(program.program_id)  # as the real runtime does when a program returns
                 if settings.concurrency and next_program < len(programs):
                     heapq.heappush(events, (clock.now(), next(order), next_program, 0))
                     next_program += 1

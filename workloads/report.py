@@ -129,8 +129,6 @@ def _json_safe(x: Any) -> Any:
         return [_json_safe(v) for v in x]
     if x is None or isinstance(x, (str, int, bool)):
         return x
-    if isinstance(x, Path):
-        return str(x)
     return str(x)
 
 
@@ -152,8 +150,9 @@ def write_turns_csv(run: ReplayRun, path: str | Path) -> Path:
     return path
 
 
-def _merge_meta(runs: list[ReplayRun], trace_meta: dict) -> dict:
-    """Run meta shared by all runs, then the trace meta, then mode and policies.
+def _merge_meta(runs: list[ReplayRun], extra: dict) -> dict:
+    """Run meta shared by all runs (a replay's settings, trace meta and profile), then ``extra``,
+    then mode and policies.
 
     Run meta that differs between runs is kept per policy instead of being
     silently overwritten by the last run.
@@ -169,7 +168,7 @@ def _merge_meta(runs: list[ReplayRun], trace_meta: dict) -> dict:
                 if k in r.meta:
                     per_policy[r.policy][k] = r.meta[k]
     modes = sorted({r.mode for r in runs})
-    meta = {**common, **trace_meta,
+    meta = {**common, **extra,
             "mode": modes[0] if len(modes) == 1 else modes,
             "policies": [r.policy for r in runs],
             "replay_wall_s": {r.policy: r.wall_s for r in runs}}
@@ -178,8 +177,11 @@ def _merge_meta(runs: list[ReplayRun], trace_meta: dict) -> dict:
     return meta
 
 
-def write_results(out_dir: str | Path, runs: list[ReplayRun], trace_meta: dict) -> dict:
+def write_results(out_dir: str | Path, runs: list[ReplayRun], meta: dict | None = None) -> dict:
     """Write results.json, table.txt, per-policy CSVs and plots; return the results dict.
+
+    ``results["meta"]`` is the runs' meta (``run_policies`` stores settings, trace meta and
+    profile there) plus ``meta``.
 
     >>> res = write_results("/tmp/out", [run_fcfs, run_pin], {"trace": "t.jsonl"})  # doctest: +SKIP
     >>> res["policies"]["fcfs"]["jct_p95"], res["plots"]["jct_cdf"]                 # doctest: +SKIP
@@ -207,7 +209,7 @@ def write_results(out_dir: str | Path, runs: list[ReplayRun], trace_meta: dict) 
                      for r, s in zip(runs, slugs)},
     }
     results = {
-        "meta": _merge_meta(runs, trace_meta),
+        "meta": _merge_meta(runs, meta or {}),
         "policies": summaries,
         "engine_stats": {r.policy: r.engine_stats for r in runs},
         "files": {"results": str(out / "results.json"), "table": str(out / "table.txt"), "turns_csv": csvs},

@@ -98,6 +98,16 @@ def tokenize_trace(trace: Trace, tokenizer: Any) -> Trace:
     return Trace(programs=programs, meta={**trace.meta, "tokenizer": str(name)})
 
 
+def has_text(trace: Trace) -> bool:
+    """Whether any turn has text for ``tokenize_trace`` to encode (count-only traces have none).
+
+    >>> from tether.workloads.synth import synthesize
+    >>> has_text(synthesize(2, seed=0))
+    False
+    """
+    return any(t.append_messages is not None or t.output_text is not None for p in trace.programs for t in p.turns)
+
+
 def synthetic_token_ids(trace: Trace, seed: int = 0, vocab_low: int = 1000, vocab_high: int = 40000) -> Trace:
     """Fill missing ids with uniform draws from ``[vocab_low, vocab_high)``, seeded per program and turn.
 

@@ -9,6 +9,7 @@ lines, one program per line.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,26 @@ TOOL_CLASSES = ("shell", "edit", "view", "search", "test", "other")
 
 class TraceError(ValueError):
     """A trace or trajectory file is malformed; the message names the file, line and field."""
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; TraceError naming the file when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise TraceError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+
+
+def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object) for each non-blank line of a JSON-lines file;
+    TraceError naming the file and line at the first one that is not JSON."""
+    with Path(path).open() as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise TraceError(f"{path}:{lineno}: not JSON ({e.msg})") from None
 
 
 class ToolCallRecord(BaseModel):
@@ -103,21 +124,14 @@ class Trace(BaseModel):
         """Read a trace written by ``save``; errors name the file, line and field."""
         path = Path(path)
         programs, meta = [], {}
-        with path.open() as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise TraceError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-                if "trace_meta" in obj:
-                    meta = obj["trace_meta"]
-                    continue
-                try:
-                    programs.append(Program.model_validate(obj))
-                except ValidationError as e:
-                    raise TraceError(f"{path}:{lineno}: {describe_validation_error(e)}") from None
+        for lineno, obj in iter_json_lines(path):
+            if "trace_meta" in obj:
+                meta = obj["trace_meta"]
+                continue
+            try:
+                programs.append(Program.model_validate(obj))
+            except ValidationError as e:
+                raise TraceError(f"{path}:{lineno}: {describe_validation_error(e)}") from None
         if not programs:
             raise TraceError(f"{path}: no programs")
         return cls(programs=programs, meta=meta)

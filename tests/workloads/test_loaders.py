@@ -350,6 +350,16 @@ def test_csv_bad_rows_name_line_and_field(tmp_path):
         load_trajectories(f)
 
 
+def test_csv_empty_cells_name_line_and_field(tmp_path):
+    head = "session_id,arrival_time,round_idx,prefix_len,input_len,output_len,tool_wait_after_ms\n"
+    f = _write(tmp_path, "empty.csv", head + "0,,0,,10,5,20\n0,,1,,10,,0\n")
+    with pytest.raises(TraceError, match=r"empty\.csv:3: output_len: not a number"):
+        load_trajectories(f)
+    # empty optional cells are fine
+    f = _write(tmp_path, "opt.csv", head + "0,,0,,10,5,20\n0,,1,,10,5,0\n")
+    assert len(load_trajectories(f).programs[0].turns) == 2
+
+
 def test_chat_bad_files_name_file_line_and_field(tmp_path):
     ok = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]
     f = _write(tmp_path, "c.jsonl", json.dumps({"messages": ok}) + "\n{not json\n")

@@ -23,3 +23,30 @@ def test_real_replay_prompts_equal_the_trace():
             assert r.submitted_s - prev.submitted_s >= prev.tool_duration_s  # waited the tool out
     assert run.engine_stats["tool_hints"] == 4 and run.engine_stats["programs_ended"] == 2
     assert run.kv_samples and run.program_arrivals.keys() == {"p0", "p1"}
+
+
+def test_replay_program_hints_only_real_tools():
+    """A turn that called no tool sends no tool hint and waits nothing, and the program goes on."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from tether.workloads.replay_real import TurnPlan, replay_program
+
+    hints, prompts = [], []
+
+    class FakeLLM:
+        async def complete(self, request):
+            prompts.append(len(request.prompt_token_ids))
+            out = request.sampling.forced_output_ids
+            m = SimpleNamespace(ttft=0.0, decode_time=0.0, prompt_tokens=len(request.prompt_token_ids),
+                                prefix_hit_tokens=0, output_tokens=len(out), preemptions=0)
+            return [SimpleNamespace(token_ids=list(out), metrics=m)]
+
+        async def tool_hint(self, program_id, names):
+            hints.append(names)
+
+    plan = [TurnPlan([1, 2], [3], "ls", 0.0), TurnPlan([4], [5], None, 0.0), TurnPlan([6], [7], None, 0.0)]
+    services = SimpleNamespace(llm=FakeLLM(), program_id="p")
+    records = asyncio.run(replay_program(services, plan, 0.0))
+    assert len(records) == 3 and prompts == [2, 4, 6]
+    assert hints == [["ls"]]

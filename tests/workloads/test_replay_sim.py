@@ -50,3 +50,24 @@ def test_closed_loop_keeps_concurrency():
     ends = sorted(max(r.finished_s for r in run.turns if r.program_id == p) for p in run.program_arrivals)
     # The third program starts exactly when the first one ends.
     assert starts[2] == ends[0] and starts[0] == starts[1] == 0.0
+
+
+def _drop_tool(trace, turn: int):
+    """The same trace, but every program's ``turn`` called no tool (a plain answer mid-program)."""
+    programs = []
+    for p in trace.programs:
+        turns = list(p.turns)
+        turns[turn] = turns[turn].model_copy(update={"tool": None})
+        programs.append(p.model_copy(update={"turns": turns}))
+    return trace.model_copy(update={"programs": programs})
+
+
+def test_a_middle_turn_without_a_tool_does_not_end_the_program():
+    trace = _drop_tool(small_trace(programs=3, turns=4), turn=1)
+    run = _run(trace)
+    assert len(run.turns) == 12
+    for t, r, prev, expected in turns_by_program(trace, run):
+        assert r.prompt_tokens == expected
+        if r.turn == 2:  # nothing to wait for after turn 1: turn 2 follows at once
+            assert prev.tool_name is None and prev.tool_duration_s == 0.0 and r.submitted_s == prev.finished_s
+    assert run.engine_stats["tool_hints"] == 3 * 2 and run.engine_stats["programs_ended"] == 3

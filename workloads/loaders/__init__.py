@@ -22,12 +22,11 @@ sets ids and exact counts. Missing tool durations are drawn, seeded by
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..tokenize import tokenize_trace
-from ..trace import Trace, TraceError
+from ..trace import Trace, TraceError, iter_json_lines, read_json
 from .mini_swe_agent import is_mini_swe_agent, load_mini_swe_agent
 from .openai_messages import load_openai_messages
 from .swe_agent import is_swe_agent, load_swe_agent
@@ -35,7 +34,7 @@ from .tracelab import is_round_row, load_tracelab_csv, load_tracelab_rounds
 
 SUFFIXES = (".traj", ".json", ".jsonl", ".csv")  # a folder load reads these and skips the rest
 
-__all__ = ["load_trajectories", "load_file", "detect_format", "TraceError"]
+__all__ = ["load_trajectories", "detect_format", "TraceError"]
 
 
 def load_trajectories(path: str | Path, tokenizer: Any = None, seed: int = 0) -> Trace:
@@ -66,21 +65,16 @@ def load_trajectories(path: str | Path, tokenizer: Any = None, seed: int = 0) ->
     return tokenize_trace(trace, tokenizer) if tokenizer is not None else trace
 
 
-def load_file(path: str | Path, seed: int = 0) -> Trace:
-    """A Trace from one file, whatever its format (see ``detect_format``)."""
-    return _load(Path(path), seed)[1]
-
-
 def _load(path: Path, seed: int) -> tuple[str, Trace]:
     fmt, data = _detect(path)
     if fmt == "tether":
         return fmt, Trace.load(path)
     if fmt == "swe-agent":
-        return fmt, load_swe_agent(path, seed, data)
+        return fmt, load_swe_agent(path, data, seed)
     if fmt == "mini-swe-agent":
-        return fmt, load_mini_swe_agent(path, seed, data)
+        return fmt, load_mini_swe_agent(path, data, seed)
     if fmt == "openai-messages":
-        return fmt, load_openai_messages(path, seed, data)
+        return fmt, load_openai_messages(path, data, seed)
     if fmt == "tracelab-rounds":
         return fmt, load_tracelab_rounds(path, seed)
     return fmt, load_tracelab_csv(path, seed)
@@ -97,7 +91,10 @@ def _detect(path: Path) -> tuple[str, Any]:
     if name.endswith(".csv"):
         return "tracelab-csv", None
     if name.endswith(".jsonl"):
-        first = _first_json_line(path)
+        row = next(iter_json_lines(path), None)
+        if row is None:
+            raise TraceError(f"{path}: empty file")
+        first = row[1]
         if isinstance(first, dict) and "trace_meta" in first:
             return "tether", None
         if is_round_row(first):
@@ -107,9 +104,7 @@ def _detect(path: Path) -> tuple[str, Any]:
         raise _unknown(path, "a JSON line that is neither a trace header, a TraceLab round nor a conversation")
     if name.endswith((".traj", ".json")):
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise TraceError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+            data = read_json(path)
         except UnicodeDecodeError:
             raise _unknown(path, "not text") from None
         if is_swe_agent(data):
@@ -135,17 +130,6 @@ def _has_messages(data: Any) -> bool:
         return False
     return any(isinstance(x, dict) and "role" in x for x in data) or all(
         isinstance(x, list) or (isinstance(x, dict) and "messages" in x) for x in data)
-
-
-def _first_json_line(path: Path) -> Any:
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise TraceError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-    raise TraceError(f"{path}: empty file")
 
 
 def _candidate(p: Path) -> bool:

@@ -18,12 +18,12 @@ minus the assistant's timestamp. Token counts come from ``usage`` when present
 (output = ``completion_tokens``; appended = this prompt - previous prompt -
 previous completion), else from the text.
 
-    trace = load_mini_swe_agent(Path("django-11099.traj.json"), seed=0)
+    path = Path("django-11099.traj.json")
+    trace = load_mini_swe_agent(path, read_json(path), seed=0)
 """
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -38,13 +38,8 @@ ACTION_RE = re.compile(r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```", re.DOTA
 OBSERVATION_ROLES = ("user", "tool")
 
 
-def load_mini_swe_agent(path: Path, seed: int = 0, data: Any = None) -> Trace:
-    """One program from a mini-swe-agent trajectory file (older or newer form)."""
-    if data is None:
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise TraceError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+def load_mini_swe_agent(path: Path, data: Any, seed: int = 0) -> Trace:
+    """One program from a mini-swe-agent trajectory file (older or newer form); ``data``: its parsed JSON."""
     if isinstance(data, dict):
         if "messages" not in data:
             raise TraceError(f"{path}: messages: missing")

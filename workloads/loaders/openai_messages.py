@@ -20,7 +20,7 @@ Turns, for this and every chat-shaped format (mini-swe-agent builds on it):
   when the message called nothing;
 - duration = from timestamps when the dialect has them, else drawn (seeded).
 
-    trace = load_openai_messages(Path("swe-gym.jsonl"), seed=0)
+    trace = load_openai_messages(Path("swe-gym.jsonl"), None, seed=0)    # .json: pass read_json(path)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from tether.runtime.chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from ..durations import classify_command, classify_tool, command_program, draw_duration, program_rng, \
     shell_command_of
 from ..tokenize import estimate_tokens, message_text, render_messages
-from ..trace import Program, ToolCallRecord, Trace, TraceError, Turn, describe_validation_error
+from ..trace import Program, ToolCallRecord, Trace, TraceError, Turn, describe_validation_error, iter_json_lines
 
 PROMPT_ROLES = ("system", "developer", "user", "tool", "function")  # what the next LLM call reads
 
@@ -51,8 +51,11 @@ TimingOf = Callable[[list[dict[str, Any]], int, int], float | None]
 UsageOf = Callable[[dict[str, Any]], tuple[int | None, int | None]]
 
 
-def load_openai_messages(path: Path, seed: int = 0, data: Any = None) -> Trace:
-    """Programs from an OpenAI-style conversation file (JSON or JSON lines); durations drawn."""
+def load_openai_messages(path: Path, data: Any, seed: int = 0) -> Trace:
+    """Programs from an OpenAI-style conversation file; durations drawn.
+
+    ``data``: the parsed JSON of a ``.json`` file; None for ``.jsonl``, which is read line by line.
+    """
     convs = _conversations(path, data)
     many = len(convs) > 1
     programs = []
@@ -209,19 +212,10 @@ def _check_messages(messages: Any, where: str) -> None:
 def _conversations(path: Path, data: Any) -> list[tuple[str, str | None, Any]]:
     """(where, name, messages) for each conversation in the file."""
     if path.suffix == ".jsonl":
-        rows = []
-        with path.open() as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append((lineno, json.loads(line)))
-                    except json.JSONDecodeError as e:
-                        raise TraceError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+        rows = list(iter_json_lines(path))
         if rows and isinstance(rows[0][1], dict) and "role" in rows[0][1]:  # one message per line
             return [(str(path), None, [obj for _, obj in rows])]
         return [_conversation(f"{path}:{n}", obj, n) for n, obj in rows]
-    if data is None:
-        data = json.loads(path.read_text())
     if isinstance(data, list) and data and all(isinstance(c, (list, dict)) and not _is_message(c) for c in data):
         return [_conversation(f"{path}: [{i}]", c, i) for i, c in enumerate(data)]
     return [_conversation(str(path), data, None)]

@@ -19,12 +19,12 @@ and ``history`` (the chat messages the agent kept). One turn per step:
   word; duration = ``execution_time``. The last step's action (usually
   ``submit``) ends the run: the last turn has no tool.
 
-    trace = load_swe_agent(Path("marshmallow-1867.traj"), seed=0)
+    path = Path("marshmallow-1867.traj")
+    trace = load_swe_agent(path, read_json(path), seed=0)
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,9 @@ from .openai_messages import PROMPT_ROLES, build_program, file_stem, make_turn, 
     tool_record
 
 
-def load_swe_agent(path: Path, seed: int = 0, data: Any = None) -> Trace:
-    """One program from a SWE-agent trajectory; errors name the file and the field."""
-    if data is None:
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise TraceError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+def load_swe_agent(path: Path, data: Any, seed: int = 0) -> Trace:
+    """One program from a SWE-agent trajectory (``data``: the file's parsed JSON); errors name the file
+    and the field."""
     steps = data.get("trajectory") if isinstance(data, dict) else None
     if not isinstance(steps, list) or not steps:
         raise TraceError(f"{path}: trajectory: missing or empty")

@@ -33,7 +33,6 @@ arrival = ``arrival_time`` in milliseconds (TraceLab's runner reads it as
 from __future__ import annotations
 
 import csv
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,10 +40,11 @@ from typing import Any
 import numpy as np
 
 from ..durations import classify_tool, program_rng
-from ..trace import Trace, TraceError, Turn
+from ..trace import Trace, TraceError, Turn, iter_json_lines
 from .openai_messages import build_program, file_stem, make_turn, tool_record
 
 CSV_REQUIRED = ("session_id", "round_idx", "input_len", "output_len", "tool_wait_after_ms")
+CSV_OPTIONAL = ("prefix_len", "arrival_time")
 ROUND_MARKERS = ("input_tokens_total", "newly_append_tokens", "round_index")
 
 
@@ -56,16 +56,9 @@ def is_round_row(obj: Any) -> bool:
 def load_tracelab_rounds(path: Path, seed: int = 0) -> Trace:
     """One program per session of a TraceLab round trace (JSON lines)."""
     sessions: dict[str, list[tuple[int, dict]]] = {}
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TraceError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-            _check_round(row, f"{path}:{lineno}")
-            sessions.setdefault(str(row["session_id"]), []).append((lineno, row))
+    for lineno, row in iter_json_lines(path):
+        _check_round(row, f"{path}:{lineno}")
+        sessions.setdefault(str(row["session_id"]), []).append((lineno, row))
     if not sessions:
         raise TraceError(f"{path}: no rounds")
     programs, starts = [], {}
@@ -100,8 +93,9 @@ def load_tracelab_csv(path: Path, seed: int = 0) -> Trace:
                              f"(a replay CSV has {','.join(CSV_REQUIRED)}, optional prefix_len, arrival_time)")
         sessions: dict[str, list[tuple[int, dict[str, float]]]] = {}
         for lineno, row in enumerate(reader, 2):
-            values = {k: _number(row, k, f"{path}:{lineno}") for k in
-                      (*CSV_REQUIRED[1:], "prefix_len", "arrival_time") if row.get(k) not in (None, "")}
+            where = f"{path}:{lineno}"
+            values = {k: _number(row, k, where) for k in CSV_REQUIRED[1:]}  # an empty cell is an error
+            values.update({k: _number(row, k, where) for k in CSV_OPTIONAL if row.get(k) not in (None, "")})
             sessions.setdefault(row["session_id"], []).append((lineno, values))
     if not sessions:
         raise TraceError(f"{path}: no rows")
