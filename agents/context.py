@@ -10,6 +10,7 @@ from typing import Any
 from tether.agents.messages import Message, Reply, Usage, as_dicts
 from tether.agents.tools import Tool
 from tether.engine import Request, SamplingParams
+from tether.engine.tool_key import tool_key
 from tether.runtime.chat_format import ParsedReply, ToolCall, apply_tools_to_messages, parse_tool_calls
 from tether.runtime.program import ProgramServices
 
@@ -96,7 +97,7 @@ class Context:
         known = dict(self._tools)
         known.update({t.name: t for t in tools or []})
         if tool_calls:  # first, so the engine's TTL policy pins the KV and times the tools from their start
-            await self.services.llm.tool_hint(self.program_id, [tool_key(c) for c in tool_calls])
+            await self.services.llm.tool_hint(self.program_id, [tool_key(c.name, c.arguments) for c in tool_calls])
         t0 = time.perf_counter()
 
         async def one(call: ToolCall) -> Message:
@@ -126,17 +127,6 @@ class Context:
 
     def stats_dict(self) -> dict[str, dict[str, Any]]:
         return {k: asdict(v) for k, v in self.stats.items()}
-
-
-def tool_key(call: ToolCall) -> str:
-    """What the duration predictor learns per: the tool's name, and for a shell command its
-    program (``shell:pytest``), since one shell tool runs both 0.1 s and 10-minute commands."""
-    command = call.arguments.get("command") if isinstance(call.arguments, dict) else None
-    if isinstance(command, str) and command.split():
-        words = [w for w in command.split() if "=" not in w.split("/")[0]]  # skip VAR=value prefixes
-        if words:
-            return f"{call.name}:{words[0].rsplit('/', 1)[-1]}"
-    return call.name
 
 
 def format_tool_errors(errors: list[str]) -> str:

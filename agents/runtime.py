@@ -12,6 +12,7 @@ import ray
 
 from tether.agents.context import Context
 from tether.engine import EngineConfig
+from tether.engine.policies import DEFAULT_POLICY, POLICY_PRESETS
 from tether.runtime.program import AgentProgram, ProgramResult
 from tether.runtime.replica import EngineReplica
 from tether.runtime.replica_client import ReplicaClient, merge_stats
@@ -93,16 +94,26 @@ class Runtime:
 
     ``address=None`` starts an embedded Ray cluster on this machine; an address
     joins that cluster, with one engine replica per GPU there (``replicas``
-    overrides). ``engine`` holds ``EngineConfig`` fields for every replica.
+    overrides). ``policy`` names the scheduling preset every replica runs
+    (``POLICY_PRESETS`` in ``tether.engine.policies``, e.g. ``baseline``;
+    default ``tether``, ``EngineConfig``'s); it wins over a ``policy`` key in
+    ``engine``, which holds further ``EngineConfig`` fields for every replica
+    (they override the preset's).
+
+        Runtime(policy="baseline", engine={"num_kv_blocks": 1024})
     """
 
     def __init__(self, address: str | None = None, model: str = "default", replicas: int | None = None,
                  engine: dict[str, Any] | None = None, tool_actors: int = 2, program_actors: int = 1,
-                 tool_timeout_s: float = 60.0, num_cpus: int | None = None):
+                 tool_timeout_s: float = 60.0, num_cpus: int | None = None, policy: str | None = None):
         self.address = address
         self.model = model
         self.replicas_wanted = replicas
         self.engine_overrides = dict(engine or {})
+        if policy is not None:
+            self.engine_overrides["policy"] = policy
+        # an unknown name fails here, not inside a replica
+        self.policy: str = POLICY_PRESETS.check(self.engine_overrides.get("policy", DEFAULT_POLICY))
         self.tool_actors = tool_actors
         self.program_actors_n = program_actors
         self.tool_timeout_s = tool_timeout_s
@@ -131,7 +142,7 @@ class Runtime:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         n = self.replicas_wanted or (gpus if gpus else 1)
         opts = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 0}
-        cfg = EngineConfig(model=self.model, device="cuda" if gpus else "cpu", **self.engine_overrides)
+        cfg = self.engine_config(gpus)
         self.replicas = [EngineReplica.options(**opts).remote(cfg) for _ in range(n)]
         self.router = Router.options(num_cpus=0).remote(n)
         self.tools = ToolExecutorPool(self.tool_actors, default_timeout_s=self.tool_timeout_s,
@@ -139,8 +150,13 @@ class Runtime:
         self.programs = [AgentProgram.options(num_cpus=0).remote(self.replicas, self.router, self.tools, None,
                                                                  self.model)
                          for _ in range(self.program_actors_n)]
-        ray.get([r.ready.remote() for r in self.replicas])  # surface a load error now, clearly
+        ready = ray.get([r.ready.remote() for r in self.replicas])  # surface a load error now, clearly
+        self.policy = ready[0]["policy"]
         return self
+
+    def engine_config(self, gpus: int = 0) -> EngineConfig:
+        """Every replica's config: the model, the device, the policy preset and the ``engine`` fields."""
+        return EngineConfig(model=self.model, device="cuda" if gpus else "cpu", **self.engine_overrides)
 
     def shutdown(self) -> None:
         for a in [*self.programs, *self.replicas, self.router, *(self.tools.actors if self.tools else [])]:
@@ -175,7 +191,7 @@ class Runtime:
 
     def client(self) -> ReplicaClient:
         """An ``LLMClient`` over this runtime's replicas (for the HTTP server, or direct calls)."""
-        return ReplicaClient(self.replicas, self.router, self.tokenizer, self.model)
+        return ReplicaClient(self.replicas, self.router, self.tokenizer, self.model, self.policy)
 
     def stats(self) -> dict[str, Any]:
         """Engine stats summed over replicas (per replica under ``replicas``)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tether.engine.policies import DEFAULT_POLICY, POLICY_PRESETS
 
 
 class EngineConfig(BaseModel):
@@ -13,12 +15,16 @@ class EngineConfig(BaseModel):
     Example::
 
         EngineConfig(model="default", num_kv_blocks=2048, max_num_batched_tokens=512)
+        EngineConfig(policy="baseline")            # what vLLM gives, for comparison
 
-    ``num_kv_blocks=None`` sizes the pool from ``kv_cache_memory_gb``.
-    ``queue_policy`` orders waiting requests: ``fcfs`` (request arrival) or
-    ``program-fcfs`` (a request inherits its program's first arrival; a program
-    whose KV is pinned goes first). ``pin_policy`` decides how long a program's
-    KV stays pinned when its turn ends in tool calls (see ``ttl_policy.py``).
+    ``policy`` names a preset (``engine/policies.py``: ``baseline``,
+    ``baseline-offload``, ``continuum-fixed``, ``tether``, the default) that
+    fills every scheduling field below which the config does not set itself.
+    ``queue_policy``, ``pin_policy`` and ``eviction_policy`` name registered
+    parts (``queue_policy.py``, ``ttl_policy.py``, ``eviction.py``).
+    ``num_kv_blocks=None`` sizes the pool from ``kv_cache_memory_gb``;
+    ``host_kv_blocks=None`` gives a host tier (when the policy uses one) as many
+    blocks as the device pool.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -33,16 +39,52 @@ class EngineConfig(BaseModel):
     max_num_seqs: int = Field(default=64, ge=1)
     max_model_len: int | None = Field(default=None, ge=1, description="default: the model's own")
     enable_prefix_caching: bool = True
-    host_kv_blocks: int = Field(default=0, ge=0, description="host-memory tier size in blocks (0: off)")
-    queue_policy: Literal["fcfs", "program-fcfs"] = "fcfs"
-    eviction_policy: Literal["lru"] = "lru"
-    pin_policy: Literal["none", "continuum-fixed", "cost-benefit"] = "none"
+    seed: int = 0
+
+    # ---- scheduling: a preset fills what is not given ----
+    policy: str = DEFAULT_POLICY
+    queue_policy: str = "fcfs"
+    eviction_policy: str = "lru"
+    pin_policy: str = "none"
     max_pin_share: float = Field(default=0.5, gt=0, le=1, description="most of the pool pins may hold")
-    starvation_s: float = Field(default=60.0, gt=0, description="a request waiting longer goes first")
+    starvation_s: float | None = Field(default=None, gt=0, description="a request waiting longer goes first "
+                                       "(None: no starvation rule)")
     starvation_turns: float | None = Field(default=None, gt=0, description="if set, the starvation bound is this "
                                            "many recent turn service times instead (scales with the engine's speed)")
-    pins_yield_to: Literal["any", "starved"] = Field(default="any", description="which waiting requests may end "
-                                                     "pins to get blocks: any (vLLM/Continuum) or only starved ones")
+    pins_yield_to: Literal["any", "starved", "idle"] = Field(
+        default="any", description="which waiting requests may end pins to get blocks: any (vLLM), only starved "
+        "ones (tether), or any but only while nothing runs (Continuum)")
+    pin_pressure: Literal["release-first", "preempt-first"] = Field(
+        default="release-first", description="a running request short of blocks ends pins before preempting, or "
+        "preempts first and ends pins only when at most one request runs (Continuum)")
     admit_whole_prompt: bool = Field(default=False, description="admit a prompt only when all of it fits, so "
                                      "its later chunks never preempt running requests")
-    seed: int = 0
+    host_tier: Literal["off", "programs", "all"] = Field(
+        default="off", description="what goes to host memory when evicted: nothing, blocks of programs in a tool "
+        "call, or every cached block (vLLM's offload tier)")
+    host_kv_blocks: int | None = Field(default=None, ge=0, description="host tier size in blocks (None: as many "
+                                       "as the device pool; 0: no host tier)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = POLICY_PRESETS.get(data.get("policy", DEFAULT_POLICY))
+        return {**preset.fields, **data}
+
+    @field_validator("queue_policy", "eviction_policy", "pin_policy")
+    @classmethod
+    def _registered(cls, name: str, info) -> str:
+        from tether.engine.eviction import EVICTION_POLICIES
+        from tether.engine.queue_policy import QUEUE_POLICIES
+        from tether.engine.ttl_policy import TTL_RULES
+        registry = {"queue_policy": QUEUE_POLICIES, "eviction_policy": EVICTION_POLICIES,
+                    "pin_policy": TTL_RULES}[info.field_name]
+        return registry.check(name)
+
+    def host_blocks(self, device_blocks: int) -> int:
+        """The host tier's size for a pool of ``device_blocks`` (0: no host tier)."""
+        if self.host_tier == "off":
+            return 0
+        return device_blocks if self.host_kv_blocks is None else self.host_kv_blocks

@@ -1,8 +1,10 @@
-"""The async engine: ``async for out in engine.generate(request)``.
+"""The async engine, the core's front end: ``async for out in engine.generate(request)``.
 
-One background task runs ``EngineCore.step`` in a worker thread (torch
-releases the GIL, so the event loop stays responsive) and routes outputs to
-per-request queues.
+The front end renders chat messages with the model's template, detokenizes
+outputs and ends requests at stop strings; the core sees token ids only. One
+background task runs ``EngineCore.step`` in a worker thread (torch releases
+the GIL, so the event loop stays responsive) and routes outputs to
+per-request streams.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import torch
 
 from tether.engine.clock import Clock
 from tether.engine.config import EngineConfig
-from tether.engine.core import EngineCore, kv_block_bytes
+from tether.engine.core import EngineCore
 from tether.engine.cpu_tuning import keep_freed_memory
+from tether.engine.detokenizer import Detokenizer
 from tether.engine.events import Listener
-from tether.engine.model import PagedCausalLM
+from tether.engine.model import build_model
 from tether.engine.model_loader import load_model
-from tether.engine.request import Request, RequestOutput
+from tether.engine.request import Request, RequestOutput, RequestRejected
 from tether.engine.runner import ModelRunner
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -44,10 +47,14 @@ def _eos_ids(hf_model, tokenizer) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
+def kv_block_bytes(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+    return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
 def build_core(config: EngineConfig, hf_model: torch.nn.Module, tokenizer: Any = None,
                clock: Clock | None = None) -> EngineCore:
     """An ``EngineCore`` running ``hf_model`` (already loaded) through our paged forward."""
-    model = PagedCausalLM(hf_model)
+    model = build_model(hf_model)
     if model.device.type == "cpu":
         keep_freed_memory()
     if config.block_size & (config.block_size - 1):
@@ -62,9 +69,26 @@ def build_core(config: EngineConfig, hf_model: torch.nn.Module, tokenizer: Any =
         if config.max_model_len > model_len:
             raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's {model_len}")
         model_len = config.max_model_len
-    runner = ModelRunner(model, num_blocks, config.block_size, seed=config.seed, host_blocks=config.host_kv_blocks)
-    return EngineCore(config, runner, num_blocks, model_len, hf_model.config.vocab_size, tokenizer,
+    runner = ModelRunner(model, num_blocks, config.block_size, seed=config.seed,
+                         host_blocks=config.host_blocks(num_blocks))
+    return EngineCore(config, runner, num_blocks, model_len, hf_model.config.vocab_size,
                       _eos_ids(hf_model, tokenizer), clock)
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
+    """The prompt token ids of ``messages`` under the model's chat template (ready for a reply)."""
+    if tokenizer is None:
+        raise RequestRejected("messages need a tokenizer; this engine has none, pass prompt_token_ids")
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+class _Stream:
+    """One request in flight in the front end: its output queue and detokenizer."""
+
+    def __init__(self, detok: Detokenizer):
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.detok = detok
 
 
 class Engine:
@@ -88,8 +112,8 @@ class Engine:
                 hf_model, tokenizer, self.model_path = loaded.hf_model, loaded.tokenizer, loaded.path
             core = build_core(self.config, hf_model, tokenizer)
         self.core = core
-        self.tokenizer = core.tokenizer
-        self._queues: dict[str, asyncio.Queue] = {}
+        self.tokenizer = tokenizer
+        self._streams: dict[str, _Stream] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-step")
         self._loop_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
@@ -106,18 +130,23 @@ class Engine:
         if self._closed:
             raise EngineError("the engine is closed")
         self._ensure_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        self._queues[request.request_id] = queue
+        request = self.render(request)
+        rid = request.request_id
+        if rid in self._streams:
+            raise RequestRejected(f"request_id {rid!r} is already in flight; use a unique id")
+        sp = request.sampling
+        stops = sp.stop if sp.forced_output_ids is None else []  # a forced output is replayed whole
+        stream = self._streams[rid] = _Stream(Detokenizer(self.tokenizer, stops))
         try:
             self.core.add_request(request)
         except BaseException:
-            self._queues.pop(request.request_id, None)
+            self._streams.pop(rid, None)
             raise
         self._wake.set()
         finished = False
         try:
             while not finished:
-                out = await queue.get()
+                out = await stream.queue.get()
                 if isinstance(out, BaseException):
                     raise out
                 finished = out.finished
@@ -125,9 +154,16 @@ class Engine:
                     raise EngineError(out.error or "engine error")
                 yield out
         finally:
-            self._queues.pop(request.request_id, None)
+            self._streams.pop(rid, None)
             if not finished:
-                self.core.abort(request.request_id)
+                self.core.abort(rid)
+
+    def render(self, request: Request) -> Request:
+        """``request`` with its messages rendered into prompt token ids by the chat template."""
+        if request.prompt_token_ids is not None:
+            return request
+        return request.model_copy(update={"prompt_token_ids": chat_prompt_ids(self.tokenizer, request.messages),
+                                          "messages": None})
 
     async def abort(self, request_id: str) -> None:
         """Abort a request; its stream ends with ``finish_reason="abort"``."""
@@ -135,20 +171,9 @@ class Engine:
         if out is not None:
             self._deliver([out])
 
-    def pin(self, program_id: str, ttl_s: float) -> int:
-        """Keep ``program_id``'s last finished KV referenced for ``ttl_s`` seconds."""
-        n = self.core.pin(program_id, ttl_s)
-        if n and self._wake is not None:
-            self._wake.set()  # so the loop starts watching expiry
-        return n
-
-    def release(self, program_id: str) -> bool:
-        """End ``program_id``'s pin now."""
-        return self.core.release(program_id)
-
-    def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
-        """The program's last turn ended in calls to ``tool_names``."""
-        if self.core.tool_hint(program_id, tool_names) and self._wake is not None:
+    def tool_hint(self, program_id: str, tool_keys: list[str]) -> None:
+        """The program's last turn ended in calls to these tools (keys from ``tool_key.tool_key``)."""
+        if self.core.tool_hint(program_id, tool_keys) and self._wake is not None:
             self._wake.set()  # the TTL policy pinned its KV: the loop starts watching expiry
 
     def end_program(self, program_id: str) -> None:
@@ -179,16 +204,24 @@ class Engine:
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         for out in outputs:
-            q = self._queues.get(out.request_id)
-            if q is not None:
-                q.put_nowait(out)
+            stream = self._streams.get(out.request_id)
+            if stream is None:
+                continue
+            skip = out.finish_reason == "stop"  # the eos / stop token is not part of the text
+            out.text, hit_stop = stream.detok.update(out.token_ids, final=out.finished, skip_last=skip)
+            if hit_stop:  # a stop string ends the request here
+                if not out.finished:
+                    final = self.core.abort(out.request_id, reason="stop")
+                    out.metrics = final.metrics if final is not None else None
+                out.finished, out.finish_reason = True, "stop"
+            stream.queue.put_nowait(out)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self.core.has_work():
                 self._wake.clear()
-                timeout = 0.25 if self.core.kv.pins else None  # pins expire even when idle
+                timeout = 0.25 if self.core.programs.pinned() else None  # pins expire even when idle
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except asyncio.TimeoutError:
@@ -197,7 +230,7 @@ class Engine:
             try:
                 outputs = await loop.run_in_executor(self._executor, self.core.step)
             except Exception as e:  # never leave a caller waiting forever
-                for q in self._queues.values():
-                    q.put_nowait(EngineError(f"engine loop failed: {e}"))
+                for stream in self._streams.values():
+                    stream.queue.put_nowait(EngineError(f"engine loop failed: {e}"))
                 raise
             self._deliver(outputs)

@@ -9,7 +9,8 @@ from typing import Any, Callable
 @dataclass
 class EngineEvent:
     """``kind``: queued, scheduled, prefill_chunk, first_token, finished, prefix_hit, preempted,
-    tool_call, pin, pin_hit, expiry, release or eviction."""
+    tool_call, pin, pin_hit, expiry, release, eviction, or step (``new_tokens``, ``context`` and
+    ``duration_s`` of one runner call)."""
 
     kind: str
     time: float
@@ -29,6 +30,11 @@ class EventBus:
 
     def add(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    @property
+    def active(self) -> bool:
+        """Someone listens: worth building an event's data."""
+        return bool(self._listeners)
 
     def emit(self, kind: str, time: float, request_id: str | None = None,
              program_id: str | None = None, **data: Any) -> None:

@@ -1,9 +1,12 @@
-"""Which unreferenced cached block to evict first: a small policy interface."""
+"""Which unreferenced cached block to evict first: eviction policies, registered by name
+(``EngineConfig(eviction_policy=name)``)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+
+from tether.engine.registry import Registry
 
 
 class EvictionPolicy(ABC):
@@ -50,4 +53,5 @@ class LRUEviction(EvictionPolicy):
         return block_id in self._order
 
 
-EVICTION_POLICIES = {"lru": LRUEviction}
+EVICTION_POLICIES: Registry[type[EvictionPolicy]] = Registry("eviction policy")
+EVICTION_POLICIES.register("lru", LRUEviction)

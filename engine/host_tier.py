@@ -30,7 +30,6 @@ class HostTier:
         self._lru: OrderedDict[int, int] = OrderedDict()
         self._free = list(range(num_blocks - 1, -1, -1))
         self._held: set[int] = set()  # host blocks with a copy queued for the next step
-        self.stored_blocks = 0
         self.dropped_blocks = 0
 
     def lookup(self, block_hash: int) -> int | None:
@@ -47,7 +46,6 @@ class HostTier:
             if bid is None:
                 return None
             self._lru[block_hash] = bid
-            self.stored_blocks += 1
         return bid
 
     def _take_block(self) -> int | None:

@@ -4,6 +4,10 @@ The layers' weights and submodules (projections, RMSNorm, SwiGLU MLP, rotary
 frequencies) are transformers' own, so numerics match its forward; attention
 and KV writes go through ``tether.kernels`` so they read the paged cache.
 Covers Llama, Mistral (no sliding window), Qwen2 (qkv bias) and SmolLM.
+
+Architectures are registered by transformers' ``model_type``; ``build_model``
+picks one. Another decoder is one class (this one's interface) plus
+``MODEL_ARCHITECTURES.register(model_type, cls)``.
 """
 
 from __future__ import annotations
@@ -12,11 +16,9 @@ import torch
 
 from tether.engine.attention import AttentionMetadata
 from tether.engine.linear import PackedLinear
+from tether.engine.registry import Registry
 from tether.kernels import paged_attention, store_kv
 from tether.kernels.reference import rotate_half
-
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
-
 
 class PagedCausalLM:
     """Runs a transformers causal LM step by step over a paged KV cache.
@@ -30,9 +32,6 @@ class PagedCausalLM:
 
     def __init__(self, hf_model: torch.nn.Module):
         cfg = hf_model.config
-        if cfg.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"model_type {cfg.model_type!r} is not supported; tether runs "
-                             f"{', '.join(SUPPORTED_MODEL_TYPES)} (Llama-family decoders)")
         if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) \
                 and cfg.sliding_window < cfg.max_position_embeddings:
             raise ValueError("sliding-window attention is not supported yet")
@@ -96,3 +95,22 @@ class PagedCausalLM:
             h = h[logits_indices]
         h = self.inner.norm(h)
         return self.lm_head(h).float()
+
+
+MODEL_ARCHITECTURES: Registry[type[PagedCausalLM]] = Registry("model architecture")
+for _model_type in ("llama", "mistral", "qwen2"):
+    MODEL_ARCHITECTURES.register(_model_type, PagedCausalLM)
+
+
+def build_model(hf_model: torch.nn.Module) -> PagedCausalLM:
+    """Our paged forward for ``hf_model``, by its ``config.model_type``.
+
+    Example::
+
+        model = build_model(AutoModelForCausalLM.from_pretrained(path))
+    """
+    model_type = hf_model.config.model_type
+    if model_type not in MODEL_ARCHITECTURES:
+        raise ValueError(f"model_type {model_type!r} is not supported; tether runs "
+                         f"{', '.join(MODEL_ARCHITECTURES)} (Llama-family decoders)")
+    return MODEL_ARCHITECTURES.get(model_type)(hf_model)

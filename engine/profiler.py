@@ -25,16 +25,12 @@ def measure_profile(config: EngineConfig, seed: int = 0, rounds: int = 3) -> Lat
     core, runner = engine.core, engine.core.runner
     shapes: list[StepShape] = []
     times: list[float] = []
-    real_execute = runner.execute
 
-    def timed(batch):
-        ctx = [s.num_computed_tokens + n for s, n in zip(batch.seqs, batch.num_new_tokens)]
-        t0 = time.perf_counter()
-        out = real_execute(batch)
-        times.append(time.perf_counter() - t0)
-        shapes.append(StepShape(new_tokens=list(batch.num_new_tokens), context=ctx))
-        return out
-    runner.execute = timed
+    def on_step(ev) -> None:  # the core times every runner call for its listeners
+        if ev.kind == "step":
+            shapes.append(StepShape(new_tokens=ev.data["new_tokens"], context=ev.data["context"]))
+            times.append(ev.data["duration_s"])
+    core.add_listener(on_step)
     rng = random.Random(seed)
     limit = min(core.max_model_len, 4096)
     for r in range(rounds):
@@ -47,7 +43,6 @@ def measure_profile(config: EngineConfig, seed: int = 0, rounds: int = 3) -> Lat
                                                                  ignore_eos=True)))
             while core.has_work():
                 core.step()
-    runner.execute = real_execute
     name = f"{config.model}@{config.device}"
     prof = LatencyProfile.fit(shapes, times, name=name)
     prof.copy_s_per_block = _copy_s_per_block(runner)

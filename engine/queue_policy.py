@@ -1,46 +1,74 @@
-"""Order of waiting requests (and of preemption victims): a small policy interface."""
+"""Order of waiting requests (and choice of preemption victims): queue policies, registered by
+name (``EngineConfig(queue_policy=name)``).
+
+A policy sees the engine's clock and the program table. It also owns the
+starvation bound: a request that has waited longer than it for its first token
+goes first (and, under tether's preset, may end pins). The bound is fixed
+(``starvation_s``), or a number of recent turn service times (``starvation_turns``),
+so it scales with the engine's speed; with neither there is no starvation rule.
+"""
 
 from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
-from typing import Callable
 
+from tether.engine.clock import Clock
+from tether.engine.program_table import ProgramTable
+from tether.engine.registry import Registry
 from tether.engine.sequence import Sequence
 
 
 class QueuePolicy(ABC):
-    """``key(seq)``: smaller runs first and is preempted last."""
+    """``key(seq)``: smaller runs first; ``victim(running)``: whom to preempt when blocks run out."""
 
-    def __init__(self):
+    def __init__(self, clock: Clock, programs: ProgramTable, starvation_s: float | None = None,
+                 starvation_turns: float | None = None):
+        self.clock = clock
+        self.programs = programs
+        self.starvation_s = starvation_s
+        self.starvation_turns = starvation_turns
+        self._service_ema: float | None = None  # recent turn service time: first scheduled -> finished
         self._seq_no = itertools.count()
         self._order: dict[str, int] = {}
-        self.now: Callable[[], float] = lambda: 0.0
-        self.is_pinned: Callable[[str | None], bool] = lambda program_id: False
-        self.starvation_bound: Callable[[], float] = lambda: 60.0
 
-    def bind(self, now: Callable[[], float], is_pinned: Callable[[str | None], bool],
-             starvation_bound: Callable[[], float]) -> None:
-        """Give the policy the engine's clock, which programs hold pins, and the starvation bound."""
-        self.now, self.is_pinned, self.starvation_bound = now, is_pinned, starvation_bound
+    @classmethod
+    def from_config(cls, config, clock: Clock, programs: ProgramTable) -> "QueuePolicy":
+        return cls(clock, programs, config.starvation_s, config.starvation_turns)
+
+    def starvation_bound(self) -> float | None:
+        """How long a request may wait for its first token before it goes first; None: no bound."""
+        if self.starvation_turns is not None and self._service_ema is not None:
+            return max(1.0, self.starvation_turns * self._service_ema)
+        return self.starvation_s
 
     def starved(self, seq: Sequence) -> bool:
-        """A request that has waited for its first token longer than the bound."""
-        return seq.num_output_tokens == 0 and self.now() - seq.arrival_time > self.starvation_bound()
+        """Waited longer than the bound for its first token."""
+        bound = self.starvation_bound()
+        return bound is not None and seq.num_output_tokens == 0 and self.clock.now() - seq.arrival_time > bound
 
     def on_arrival(self, seq: Sequence) -> None:
         self._order[seq.request_id] = next(self._seq_no)
 
     def on_finish(self, seq: Sequence) -> None:
         self._order.pop(seq.request_id, None)
+        m = seq.metrics
+        if seq.finish_reason in ("stop", "length") and m.first_scheduled_time is not None:
+            service = m.finished_time - m.first_scheduled_time
+            self._service_ema = service if self._service_ema is None else 0.9 * self._service_ema + 0.1 * service
 
-    def forget_program(self, program_id: str) -> None:
-        """The program has ended."""
+    def victim(self, running: list[Sequence]) -> Sequence:
+        """``running`` is sorted by ``key``: by default the tail, the lowest priority, is preempted."""
+        return running[-1]
 
     @abstractmethod
     def key(self, seq: Sequence) -> tuple: ...
 
 
+QUEUE_POLICIES: Registry[type[QueuePolicy]] = Registry("queue policy")
+
+
+@QUEUE_POLICIES.register("fcfs")
 class RequestFCFS(QueuePolicy):
     """First come, first served by request arrival: what a vLLM user gets."""
 
@@ -48,28 +76,31 @@ class RequestFCFS(QueuePolicy):
         return (seq.arrival_time, self._order.get(seq.request_id, 0))
 
 
+@QUEUE_POLICIES.register("program-fcfs")
 class ProgramFCFS(QueuePolicy):
-    """A request inherits its program's first arrival time, so a program's later
-    turns are not queued behind programs that started after it (Continuum); the
-    next turn of a program whose KV is pinned goes first. A request that has
-    waited longer than the starvation bound goes before all of these, so neither
-    rule can hold a first token back without limit."""
-
-    def __init__(self):
-        super().__init__()
-        self.program_arrival: dict[str, float] = {}
-
-    def on_arrival(self, seq: Sequence) -> None:
-        super().on_arrival(seq)
-        if seq.program_id is not None:
-            seq.priority_time = self.program_arrival.setdefault(seq.program_id, seq.arrival_time)
-
-    def forget_program(self, program_id: str) -> None:
-        self.program_arrival.pop(program_id, None)
+    """A request inherits its program's first arrival time, so a program's later turns are not
+    queued behind programs that started after it (Continuum); the next turn of a program whose
+    KV is pinned goes first. A starved request goes before all of these, so neither rule can hold
+    a first token back without limit.
+    """
 
     def key(self, seq: Sequence) -> tuple:
-        return (not self.starved(seq), not self.is_pinned(seq.program_id), seq.priority_time, seq.arrival_time,
+        arrival = self.programs.arrival(seq.program_id)
+        return (not self.starved(seq), not self.programs.is_pinned(seq.program_id),
+                seq.arrival_time if arrival is None else arrival, seq.arrival_time,
                 self._order.get(seq.request_id, 0))
 
 
-QUEUE_POLICIES = {"fcfs": RequestFCFS, "program-fcfs": ProgramFCFS}
+@QUEUE_POLICIES.register("continuum")
+class ContinuumQueue(ProgramFCFS):
+    """Continuum's released queue (``vllm/v1/core/sched/request_queue.py``,
+    ``ContinuumRequestQueue.peek_request``): pinned jobs first, then by the job's first arrival;
+    no starvation rule (its preset sets none). Preemption (``scheduler.py``,
+    ``pop_running_request_based_on_last_step``) takes the request of the youngest job (latest
+    first arrival) that is not its job's last step, else the youngest job's request.
+    """
+
+    def victim(self, running: list[Sequence]) -> Sequence:
+        not_last = [s for s in running if not s.is_last_turn]
+        # max() keeps the first of equals: Continuum scans the running list with a strict ">".
+        return max(not_last or running, key=lambda s: self.programs.arrival(s.program_id) or s.arrival_time)

@@ -46,6 +46,35 @@ class Request(BaseModel):
         return self
 
 
+class RequestRejected(ValueError):
+    """The request can never be served as given; the message says what to change."""
+
+
+def check_request(request: Request, vocab_size: int, max_model_len: int, pool) -> list[int]:
+    """The request's prompt ids, if the core can ever serve it; else ``RequestRejected`` saying why."""
+    if request.prompt_token_ids is None:
+        raise RequestRejected("the engine core takes token ids: render messages with the Engine front end, "
+                              "or pass prompt_token_ids")
+    ids = list(request.prompt_token_ids)
+    sp = request.sampling
+    bad = [t for t in ids if not 0 <= t < vocab_size]
+    if bad:
+        raise RequestRejected(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab_size})")
+    if sp.forced_output_ids is not None and any(not 0 <= t < vocab_size for t in sp.forced_output_ids):
+        raise RequestRejected(f"forced_output_ids: token ids must lie in [0, {vocab_size})")
+    total = len(ids) + sp.max_tokens
+    if total > max_model_len:
+        raise RequestRejected(
+            f"prompt ({len(ids)} tokens) + max_tokens ({sp.max_tokens}) = {total} exceeds the model's "
+            f"context of {max_model_len} tokens; shorten the prompt or lower max_tokens")
+    blocks = -(-total // pool.block_size)
+    if blocks > pool.num_blocks:
+        raise RequestRejected(
+            f"prompt + max_tokens needs {blocks} KV blocks but the pool has {pool.num_blocks}; "
+            "lower max_tokens or give the engine more KV memory (num_kv_blocks / kv_cache_memory_gb)")
+    return ids
+
+
 @dataclass
 class RequestMetrics:
     """Per-request timings (seconds, on the engine's clock) and token counts."""

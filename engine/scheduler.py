@@ -2,8 +2,9 @@
 
 Each step: running decodes first, then running prefill chunks, then new
 admissions from the waiting queue in policy order, until the token budget or
-the sequence limit is reached. When blocks run out, pins are released first,
-then the lowest-priority running request is preempted by recompute.
+the sequence limit is reached. When blocks run out, pins end or running
+requests are preempted by recompute, in the order the config's policy says.
+``update_from_output`` is the one place a step's results are applied.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from dataclasses import dataclass, field
 
 from tether.engine.clock import Clock
 from tether.engine.events import EventBus
-from tether.engine.kv_manager import KVCacheManager
+from tether.engine.kv_manager import KVCacheManager, PrefixHit
+from tether.engine.pins import PinController
 from tether.engine.queue_policy import QueuePolicy
+from tether.engine.sampler import SampleResult
 from tether.engine.sequence import Sequence, SeqStatus
 
 
@@ -36,20 +39,27 @@ class ScheduledBatch:
 
 
 class Scheduler:
-    def __init__(self, kv: KVCacheManager, policy: QueuePolicy, clock: Clock, events: EventBus,
-                 max_num_batched_tokens: int, max_num_seqs: int, pins_yield_to: str = "any",
-                 admit_whole_prompt: bool = False):
+    """``pins_yield_to``: who may end pins to be admitted (``any``, ``starved``, or ``idle``: one pin
+    per step, only while nothing runs). ``pin_pressure``: a running request short of blocks ends
+    pins first (``release-first``) or preempts first and ends a pin only when at most one request
+    runs (``preempt-first``)."""
+
+    def __init__(self, kv: KVCacheManager, pins: PinController, policy: QueuePolicy, clock: Clock,
+                 events: EventBus, config):
         self.kv = kv
+        self.pins = pins
         self.policy = policy
         self.clock = clock
         self.events = events
-        self.max_num_batched_tokens = max_num_batched_tokens
-        self.max_num_seqs = max_num_seqs
-        self.pins_yield_to = pins_yield_to
-        self.admit_whole_prompt = admit_whole_prompt
+        self.max_num_batched_tokens = config.max_num_batched_tokens
+        self.max_num_seqs = config.max_num_seqs
+        self.pins_yield_to = config.pins_yield_to
+        self.pin_pressure = config.pin_pressure
+        self.admit_whole_prompt = config.admit_whole_prompt
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
-        self.num_preemptions = 0
+        self.counters = {"steps": 0, "computed_tokens": 0, "recomputed_tokens": 0, "generated_tokens": 0,
+                         "preemptions": 0}
 
     # ---- queue membership -------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -58,27 +68,30 @@ class Scheduler:
         self.events.emit("queued", self.clock.now(), seq.request_id, seq.program_id,
                          prompt_tokens=seq.num_prompt_tokens, turn=seq.turn)
 
-    def finish(self, seq: Sequence, reason: str) -> None:
-        """Take ``seq`` out of the queues and free its blocks."""
+    def finish(self, seq: Sequence, reason: str) -> list[int]:
+        """Take ``seq`` out of the queues and free its blocks; returns its cached block hashes."""
         if seq.status == SeqStatus.RUNNING:
             self.running.remove(seq)
         elif seq.status == SeqStatus.WAITING:
             self.waiting.remove(seq)
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = reason
-        self.kv.free(seq)
+        seq.metrics.finished_time = self.clock.now()
+        hashes = self._free(seq)
         self.policy.on_finish(seq)
+        return hashes
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
     # ---- one step ---------------------------------------------------------------
     def schedule(self) -> ScheduledBatch:
-        self.kv.expire_pins()
+        self.counters["steps"] += 1
+        if self.pins.programs.pinned():
+            self.pins.expire({s.program_id for s in self.waiting if s.program_id is not None})
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
-        key = self.policy.key
-        self.running.sort(key=key)
+        self.running.sort(key=self.policy.key)
         # Decodes first (one token each, latency-critical), then prefill chunks.
         order = [s for s in self.running if not s.is_prefilling] + [s for s in self.running if s.is_prefilling]
         for seq in order:
@@ -95,31 +108,62 @@ class Scheduler:
         if not batch.preempted:
             budget = self._admit(batch, budget)
         batch.swap_out, batch.swap_in = self.kv.take_swaps()
+        now = self.clock.now()
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             if seq.metrics.first_scheduled_time is None:
-                seq.metrics.first_scheduled_time = self.clock.now()
-                self.events.emit("scheduled", self.clock.now(), seq.request_id, seq.program_id)
+                seq.metrics.first_scheduled_time = now
+                self.events.emit("scheduled", now, seq.request_id, seq.program_id)
             if seq.is_prefilling or seq.num_computed_tokens + n < seq.num_tokens:
-                self.events.emit("prefill_chunk", self.clock.now(), seq.request_id, seq.program_id,
+                self.events.emit("prefill_chunk", now, seq.request_id, seq.program_id,
                                  tokens=n, computed=seq.num_computed_tokens)
         return batch
 
+    def update_from_output(self, batch: ScheduledBatch, results: list[SampleResult | None]
+                           ) -> list[tuple[Sequence, SampleResult]]:
+        """Apply a step's results: computed tokens, newly full blocks, sampled tokens.
+        Returns the sequences that gained a token, with it."""
+        sampled = []
+        for seq, n, res in zip(batch.seqs, batch.num_new_tokens, results):
+            start = seq.num_computed_tokens
+            # Tokens below the high-water mark had KV before a preemption dropped it.
+            self.counters["recomputed_tokens"] += max(0, min(start + n, seq.high_water) - start)
+            seq.high_water = max(seq.high_water, start + n)
+            seq.num_computed_tokens += n
+            self.counters["computed_tokens"] += n
+            self.kv.cache_blocks(seq)
+            if res is not None:
+                seq.token_ids.append(res.token_id)
+                self.counters["generated_tokens"] += 1
+                if seq.metrics.first_token_time is None:
+                    seq.metrics.first_token_time = self.clock.now()
+                    self.events.emit("first_token", seq.metrics.first_token_time, seq.request_id, seq.program_id)
+                sampled.append((seq, res))
+        return sampled
+
+    # ---- blocks -------------------------------------------------------------------
+    def _grow(self, seq: Sequence, n: int) -> bool:
+        blocks = self.kv.allocate_slots(seq, n)
+        if blocks is not None:
+            seq.block_table += blocks
+        return blocks is not None
+
     def _make_room(self, seq: Sequence, n: int, batch: ScheduledBatch) -> bool:
-        """Grow ``seq`` by ``n`` tokens, releasing pins, then preempting from the lowest priority."""
-        while not self.kv.grow(seq, n):
-            if self.kv.release_pins_for(self.kv.blocks_needed(seq, n)):
-                continue
-            victim = self.running[-1]  # running is sorted: the tail has the lowest priority
+        """Grow ``seq`` by ``n`` tokens, ending pins and preempting as ``pin_pressure`` says."""
+        while not self._grow(seq, n):
+            if self.pin_pressure == "release-first" or len(self.running) <= 1:
+                if self.pins.release_least_valuable():
+                    continue
+            victim = self.policy.victim(self.running)
             self._preempt(victim, batch)
             if victim is seq:
                 return False
         return True
 
-    def _pins_yield(self, seq: Sequence) -> bool:
+    def _may_end_pins(self, seq: Sequence) -> bool:
         """May a waiting request's admission end other programs' pins?"""
-        if self.pins_yield_to == "any" or not self.running:
-            return True
-        return self.policy.starved(seq)
+        if self.pins_yield_to == "idle":
+            return not self.running
+        return self.pins_yield_to == "any" or not self.running or self.policy.starved(seq)
 
     def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
         if seq in batch.seqs:  # already given tokens this step: take them back
@@ -127,31 +171,38 @@ class Scheduler:
             batch.seqs.pop(i)
             batch.num_new_tokens.pop(i)
         self.running.remove(seq)
-        self.kv.free(seq)  # its full blocks stay cached: recompute may hit them
+        self._free(seq)  # its full blocks stay cached: recompute may hit them
         seq.status = SeqStatus.WAITING
         seq.metrics.preemptions += 1
-        self.num_preemptions += 1
+        self.counters["preemptions"] += 1
         self.waiting.append(seq)
         batch.preempted.append(seq)
         self.events.emit("preempted", self.clock.now(), seq.request_id, seq.program_id)
+
+    def _free(self, seq: Sequence) -> list[int]:
+        hashes = self.kv.free(seq)
+        seq.block_table = []
+        seq.num_computed_tokens = 0
+        return hashes
 
     def _admit(self, batch: ScheduledBatch, budget: int) -> int:
         self.waiting.sort(key=self.policy.key)
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            prefix = self.kv.find_prefix_hit(seq)
-            host_hit = self.kv.find_host_hit(seq, len(prefix))
-            hit_tokens = (len(prefix) + len(host_hit)) * self.kv.block_size
+            hit = self.kv.find_cached_prefix(seq)
+            hit_tokens = hit.num_blocks * self.kv.block_size
             n = min(seq.num_tokens - hit_tokens, budget)
             reserve = 0
             if self.admit_whole_prompt and not self.policy.starved(seq):  # room for the later chunks too
                 reserve = -(-(seq.num_tokens - hit_tokens - n) // self.kv.block_size)
-            # The policy says whether pins may yield to this request; the manager counts blocks.
-            if not self.kv.admit(seq, prefix, n, reserve, host_hit, release_pins=self._pins_yield(seq)):
+            blocks = self._allocate_admission(seq, n, hit, reserve)
+            if blocks is None:
                 break  # head-of-line waits for blocks; running requests will free some
-            self.kv.take_pin(seq)
+            seq.block_table = blocks
+            seq.num_computed_tokens = hit_tokens
+            self.pins.admitted(seq)
             if seq.metrics.first_scheduled_time is None:
-                seq.metrics.prefix_hit_tokens = seq.num_computed_tokens
+                seq.metrics.prefix_hit_tokens = hit_tokens
             self.waiting.pop(0)
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
@@ -159,3 +210,11 @@ class Scheduler:
             batch.num_new_tokens.append(n)
             budget -= n
         return budget
+
+    def _allocate_admission(self, seq: Sequence, n: int, hit: PrefixHit, reserve: int) -> list[int] | None:
+        blocks = self.kv.allocate_slots(seq, n, hit, reserve)
+        while blocks is None and self._may_end_pins(seq) and self.pins.release_least_valuable():
+            if self.pins_yield_to == "idle":
+                break  # Continuum frees one pin and retries admission on the next step
+            blocks = self.kv.allocate_slots(seq, n, hit, reserve)
+        return blocks

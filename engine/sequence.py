@@ -1,4 +1,4 @@
-"""A request's state inside the engine: its tokens, progress and block table."""
+"""A request's state inside the engine core: its tokens, progress and block table."""
 
 from __future__ import annotations
 
@@ -14,11 +14,16 @@ class SeqStatus(enum.Enum):
     FINISHED = "finished"
 
 
+def hash_block(parent: int | None, token_ids: tuple[int, ...]) -> int:
+    """A full block's prefix identity: its tokens, chained on the previous block's hash."""
+    return hash((parent, token_ids))
+
+
 class Sequence:
     """Tokens (prompt + output), how many have KV in the cache, and the block table.
 
-    ``priority_time`` is what queue policies sort on: the request's arrival, or
-    its program's first arrival under program FCFS.
+    The scheduler writes ``block_table`` and ``num_computed_tokens`` from what the
+    KV manager returns; the KV manager never writes a sequence.
     """
 
     def __init__(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams,
@@ -32,16 +37,22 @@ class Sequence:
         self.is_last_turn = is_last_turn
         self.turn = turn
         self.arrival_time = arrival_time
-        self.priority_time = arrival_time
         self.status = SeqStatus.WAITING
         self.num_computed_tokens = 0
         self.high_water = 0  # most tokens ever computed (recompute accounting after preemption)
         self.block_table: list[int] = []
-        self.num_hashed_blocks = 0  # leading blocks of block_table registered in the prefix cache
-        self.block_hashes: list[int] = []  # chained hash of each full block of token_ids
+        self._block_hashes: list[int] = []  # chained hash of each full block of token_ids
         self.finish_reason: str | None = None
         self.metrics = RequestMetrics(arrival_time=arrival_time, prompt_tokens=len(prompt_token_ids))
-        self.text = ""  # detokenized output emitted so far
+
+    def block_hashes(self, block_size: int) -> list[int]:
+        """The chained hash of every full block of tokens so far (extended as tokens are added)."""
+        hashes = self._block_hashes
+        while (len(hashes) + 1) * block_size <= len(self.token_ids):
+            i = len(hashes)
+            hashes.append(hash_block(hashes[-1] if hashes else None,
+                                     tuple(self.token_ids[i * block_size:(i + 1) * block_size])))
+        return hashes
 
     @property
     def num_tokens(self) -> int:
@@ -67,3 +78,20 @@ class Sequence:
     def __repr__(self) -> str:
         return (f"Sequence({self.request_id}, {self.status.value}, tokens={self.num_tokens}, "
                 f"computed={self.num_computed_tokens}, blocks={len(self.block_table)})")
+
+
+def stop_reason(seq: Sequence, token_id: int, eos_token_ids: set[int]) -> str | None:
+    """Why ``seq`` ends with its newest token ``token_id`` (``stop``/``length``), or None.
+
+    Stop strings are the front end's (they need text); the core stops on token ids."""
+    sp = seq.sampling
+    reason = None
+    if sp.forced_output_ids is not None:
+        if seq.num_output_tokens >= len(sp.forced_output_ids):
+            reason = "length"
+    elif (token_id in eos_token_ids and not sp.ignore_eos) or token_id in sp.stop_token_ids:
+        reason = "stop"
+    # Admission bounds prompt + max_tokens by the context, so this also bounds the context.
+    if reason is None and seq.num_output_tokens >= sp.max_tokens:
+        reason = "length"
+    return reason

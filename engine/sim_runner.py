@@ -60,4 +60,4 @@ def build_simulated_core(config: EngineConfig, profile: LatencyProfile, clock: V
     if config.num_kv_blocks is None:
         raise ValueError("a simulated engine needs num_kv_blocks (there is no memory to size it from)")
     return EngineCore(config, SimulatedRunner(profile, clock), config.num_kv_blocks, max_model_len, vocab_size,
-                      tokenizer=None, eos_token_ids=(), clock=clock)
+                      eos_token_ids=(), clock=clock)

@@ -1,7 +1,7 @@
 """How long will a program's tool call take? Learned online from observed durations.
 
-A tool key is the tool's name (for shell tools, the command's program, e.g.
-``pytest``). Each key keeps its recent durations (an empirical distribution);
+A tool key is what ``tool_key.tool_key`` gives: the tool's name, or for shell
+tools the command's program (e.g. ``pytest``). Each key keeps its recent durations (an empirical distribution);
 a key with few samples falls back to all tools' durations, then to a default.
 """
 
@@ -26,6 +26,10 @@ class ToolDurationPredictor(ABC):
 
     def seen(self, key: str) -> bool:
         return False
+
+    def own_mean(self, key: str) -> float | None:
+        """Mean of ``key``'s own observations (None if never seen): no fallback to other tools."""
+        return None
 
 
 class EmpiricalPredictor(ToolDurationPredictor):
@@ -53,6 +57,10 @@ class EmpiricalPredictor(ToolDurationPredictor):
 
     def seen(self, key: str) -> bool:
         return key in self.per_key
+
+    def own_mean(self, key: str) -> float | None:
+        own = self.per_key.get(key)
+        return sum(own) / len(own) if own else None
 
     def _key_samples(self, key: str) -> list[float]:
         own = self.per_key.get(key)

@@ -1,12 +1,16 @@
-"""How long to pin a program's KV across its tool call: pluggable TTL policies.
+"""How long to pin a program's KV across its tool call: TTL rules, registered by name.
 
 ``none`` never pins (vLLM's behaviour). ``continuum-fixed`` is Continuum's
-released rule: pin 2 s when the tool's mean observed duration is under 2 s, or
-when the tool was never seen. ``cost-benefit`` is Continuum's paper rule, done
+released rule (``vllm/v1/core/estimate_with_func.py``, ``set_up_pin``): pin 2 s
+when the mean of the tool's own observed durations is at most 2 s, or when the
+tool was never seen. ``cost-benefit`` is Continuum's paper rule, done
 with tether's own inputs: choose TTL = argmax_t P(tool done by t) * benefit -
 cost(t), where benefit is the re-prefill time the pin saves plus the queueing
 delay of losing the program's place, and cost(t) is the pool share the pin
 holds over t, weighted by current memory pressure; 0 when nothing pays.
+
+A new rule is one class with ``decide`` plus ``TTL_RULES.register(name, cls)``;
+``EngineConfig(pin_policy=name)`` selects it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from tether.engine.registry import Registry
 from tether.engine.tool_predictor import ToolDurationPredictor, prob_done_by
 
 
@@ -40,6 +45,11 @@ class PinDecision:
 class TTLPolicy(ABC):
     name: str
 
+    @classmethod
+    def from_config(cls, config) -> "TTLPolicy":
+        """Build the rule from an ``EngineConfig`` (rules with knobs read theirs)."""
+        return cls()
+
     @abstractmethod
     def decide(self, q: PinQuestion, predictor: ToolDurationPredictor, now: float) -> PinDecision: ...
 
@@ -52,7 +62,9 @@ class NoPin(TTLPolicy):
 
 
 class ContinuumFixed(TTLPolicy):
-    """Pin ``ttl_s`` when every tool's mean is under ``threshold_s`` or the tool is new."""
+    """Pin ``ttl_s`` when the tool is new or its own mean is at most ``threshold_s`` (Continuum's
+    ``set_up_pin``: ``mean > 2.0`` -> no pin, else 2.0; a never-seen tool's mean counts as 0).
+    Several tools at once: the slowest mean decides."""
 
     name = "continuum-fixed"
 
@@ -61,8 +73,8 @@ class ContinuumFixed(TTLPolicy):
         self.ttl_s = ttl_s
 
     def decide(self, q, predictor, now) -> PinDecision:
-        new = any(not predictor.seen(k) for k in q.tool_keys)
-        if new or predictor.mean(q.tool_keys) < self.threshold_s:
+        means = [predictor.own_mean(k) for k in q.tool_keys]
+        if max((m or 0.0 for m in means), default=0.0) <= self.threshold_s:
             return PinDecision(self.ttl_s, -(now + self.ttl_s))  # released latest-expiry first, as Continuum
         return PinDecision(0.0, 0.0)
 
@@ -75,6 +87,10 @@ class CostBenefit(TTLPolicy):
     def __init__(self, max_pin_share: float = 0.5, max_ttl_s: float = 600.0):
         self.max_pin_share = max_pin_share
         self.max_ttl_s = max_ttl_s
+
+    @classmethod
+    def from_config(cls, config) -> "CostBenefit":
+        return cls(config.max_pin_share)
 
     def decide(self, q, predictor, now) -> PinDecision:
         if q.pin_blocks == 0 or q.pinned_blocks + q.pin_blocks > self.max_pin_share * q.pool_blocks:
@@ -95,4 +111,6 @@ class CostBenefit(TTLPolicy):
         return PinDecision(best_t * 1.1 + 0.05 if best_v > 0 else 0.0, best_v)
 
 
-TTL_POLICIES = {"none": NoPin, "continuum-fixed": ContinuumFixed, "cost-benefit": CostBenefit}
+TTL_RULES: Registry[type[TTLPolicy]] = Registry("TTL rule")
+for _rule in (NoPin, ContinuumFixed, CostBenefit):
+    TTL_RULES.register(_rule.name, _rule)

@@ -1,6 +1,8 @@
 """Point the official OpenAI client at `tether serve`.
 
-    python examples/openai_client.py        (starts a server on a free port, then stops it)
+    python examples/openai_client.py [--policy baseline]   (starts a server on a free port, then stops it)
+
+``--policy`` picks the engine's scheduling preset (default: tether); ``/health`` reports it.
 """
 
 import socket
@@ -34,9 +36,10 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None
 
 if __name__ == "__main__":
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tether.cli", "serve", "--port", str(port)])
+    server = subprocess.Popen([sys.executable, "-m", "tether.cli", "serve", "--port", str(port), *sys.argv[1:]])
     try:
         wait_healthy(f"http://127.0.0.1:{port}", server)
+        print("policy:", httpx.get(f"http://127.0.0.1:{port}/health").json()["policy"])
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
         reply = client.chat.completions.create(
             model="default", messages=[{"role": "user", "content": "Name a color."}], max_tokens=16,

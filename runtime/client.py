@@ -23,6 +23,7 @@ class LLMClient(ABC):
 
     model_name: str
     tokenizer: Any
+    policy: str | None = None  # the engine's policy preset (``EngineConfig.policy``), when known
 
     @abstractmethod
     def generate(self, request: Request) -> AsyncIterator[RequestOutput]:
@@ -35,8 +36,9 @@ class LLMClient(ABC):
     async def stats(self) -> dict[str, Any]: ...
 
     @abstractmethod
-    async def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
-        """The program's last turn ended in calls to these tools (the TTL policy's input)."""
+    async def tool_hint(self, program_id: str, tool_keys: list[str]) -> None:
+        """The program's reply just finished with calls to these tools, which start now (the TTL
+        policy's input). Names are tool keys (``tether.engine.tool_key.tool_key``)."""
 
     @abstractmethod
     async def end_program(self, program_id: str) -> None:
@@ -50,6 +52,7 @@ class LocalClient(LLMClient):
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_name = model_name or engine.config.model
+        self.policy = engine.config.policy
 
     def generate(self, request: Request) -> AsyncIterator[RequestOutput]:
         return self.engine.generate(request)
@@ -60,8 +63,8 @@ class LocalClient(LLMClient):
     async def stats(self) -> dict[str, Any]:
         return self.engine.stats()
 
-    async def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
-        self.engine.tool_hint(program_id, tool_names)
+    async def tool_hint(self, program_id: str, tool_keys: list[str]) -> None:
+        self.engine.tool_hint(program_id, tool_keys)
 
     async def end_program(self, program_id: str) -> None:
         self.engine.end_program(program_id)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.engine import EngineError, Request, RequestMetrics, SamplingParams
+from tether.engine.tool_key import tool_key
 from tether.runtime.chat_format import ChatFormatError, apply_tools_to_messages, tool_names_of
 
 
@@ -89,6 +90,18 @@ class NamedToolChoice(BaseModel):
     function: dict[str, str]
 
 
+class ToolHintCall(BaseModel):
+    """One entry of ``tool_hint`` given as a call: the tool's name and its arguments (an object, or
+    OpenAI's JSON string), so that a shell call is keyed by its command's program."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] | str | None = None
+
+
+ToolHint = str | ToolHintCall | list[str | ToolHintCall]
+
+
 class GenerationBody(BaseModel):
     """Fields both endpoints share. Unknown OpenAI fields are accepted and ignored."""
 
@@ -107,7 +120,12 @@ class GenerationBody(BaseModel):
     program_id: str | None = None  # extension: the agent program this call belongs to
     turn: int | None = None  # extension: the call's index within its program
     is_last_turn: bool = False  # extension: no further turn of the program follows
-    tool_hint: str | list[str] | None = None  # extension: tools the program's previous turn called
+    tool_hint: ToolHint | None = Field(default=None, description=(
+        "extension, needs program_id: the tools this reply's calls start, sent to the engine (its KV-pin TTL "
+        "policy) when the reply finishes, in place of the calls parsed from the reply; names, or "
+        "{\"name\", \"arguments\"} objects, each keyed by tether.engine.tool_key.tool_key (a shell call by its "
+        "command's program: {\"name\": \"bash\", \"arguments\": {\"command\": \"cd x && pytest\"}} -> "
+        "\"pytest\"); [] sends no hint, nor does a reply with is_last_turn"))
 
 
 class ChatCompletionBody(GenerationBody):
@@ -175,13 +193,30 @@ def completion_request(body: CompletionBody, tokenizer: Any) -> Request:
 
 
 def tool_hint(body: GenerationBody) -> list[str] | None:
-    """The body's ``tool_hint`` as a list of tool names (None when not given)."""
+    """The body's ``tool_hint`` as tool keys (``tool_key``; None when not given).
+
+    >>> tool_hint(GenerationBody(program_id="p", tool_hint=["search", {"name": "bash", "arguments":
+    ...     '{"command": "cd /x && pytest -q"}'}]))
+    ['search', 'pytest']
+    """
     if body.tool_hint is None:
         return None
     if body.program_id is None:
-        raise OpenAIError("tool_hint needs program_id (the program whose previous turn called the tools)", 400,
-                          "tool_hint")
-    return [body.tool_hint] if isinstance(body.tool_hint, str) else list(body.tool_hint)
+        raise OpenAIError("tool_hint needs program_id (the program whose reply calls the tools)", 400, "tool_hint")
+    entries = body.tool_hint if isinstance(body.tool_hint, list) else [body.tool_hint]
+    keys = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            keys.append(tool_key(entry))
+            continue
+        args = entry.arguments
+        if isinstance(args, str):  # OpenAI's wire shape: a JSON object as a string
+            try:
+                args = json.loads(args) if args.strip() else None
+            except json.JSONDecodeError:
+                raise OpenAIError(f"tool_hint[{i}].arguments: not a JSON object", 400, "tool_hint") from None
+        keys.append(tool_key(entry.name, args))
+    return keys
 
 
 def _sampling(body: GenerationBody, max_tokens: int | None, logprobs: int | None) -> SamplingParams:

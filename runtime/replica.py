@@ -18,7 +18,7 @@ class EngineReplicaImpl(LocalClient):
 
     async def ready(self) -> dict[str, Any]:
         return {"model": self.engine.config.model, "model_path": str(self.engine.model_path),
-                "kv_blocks": self.engine.core.pool.num_blocks}
+                "policy": self.engine.config.policy, "kv_blocks": self.engine.stats().get("kv_blocks_total")}
 
     async def generate_stream(self, request: Request) -> AsyncIterator[RequestOutput]:
         """Stream outputs back to the caller (a Ray streaming generator)."""

@@ -39,15 +39,18 @@ class ReplicaClient(LLMClient):
 
     Example::
 
-        client = ReplicaClient(replicas, router, tokenizer, "default")
+        client = ReplicaClient(replicas, router, tokenizer, "default", policy="tether")
         out = await client.complete(Request(messages=[...], program_id="p1"))
+
+    ``policy`` is the replicas' policy preset (``EngineReplica.ready()["policy"]``), for reporting.
     """
 
-    def __init__(self, replicas: list, router, tokenizer: Any, model_name: str):
+    def __init__(self, replicas: list, router, tokenizer: Any, model_name: str, policy: str | None = None):
         self.replicas = replicas
         self.router = router
         self.tokenizer = tokenizer
         self.model_name = model_name
+        self.policy = policy
         self._route: dict[str, int] = {}
 
     async def _replica(self, program_id: str) -> tuple[int, Any]:
@@ -116,9 +119,9 @@ class ReplicaClient(LLMClient):
                 return {"dead": True, "replica": i}
         return merge_stats(list(await asyncio.gather(*(one(i, r) for i, r in enumerate(self.replicas)))))
 
-    async def tool_hint(self, program_id: str, tool_names: list[str]) -> None:
+    async def tool_hint(self, program_id: str, tool_keys: list[str]) -> None:
         _, replica = await self._replica(program_id)
-        replica.tool_hint.remote(program_id, tool_names)
+        replica.tool_hint.remote(program_id, tool_keys)
 
     async def end_program(self, program_id: str) -> None:
         idx = self._route.pop(program_id, None)

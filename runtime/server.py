@@ -8,11 +8,23 @@
     # then: openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="x").chat.completions.create(...)
 
 Endpoints: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (plain and
-streamed as server-sent events), ``GET /v1/models``, ``GET /health`` and
-``GET /metrics`` (Prometheus). Request bodies take the OpenAI fields plus
-tether's extensions: ``top_k``, ``ignore_eos``, and for agent programs
-``program_id``, ``is_last_turn`` and ``tool_hint`` (the tools the program's
-previous turn called, which feed the engine's KV-pin TTL policy).
+streamed as server-sent events), ``GET /v1/models`` and ``GET /health`` (both
+report the engine's policy preset, ``"policy": "tether"``) and ``GET /metrics``
+(Prometheus). Request bodies take the OpenAI fields plus tether's extensions:
+``top_k``, ``ignore_eos``, and for agent programs ``program_id``, ``turn``,
+``is_last_turn`` and ``tool_hint``.
+
+Tool hints: the engine's KV-pin TTL policy must hear of a tool call when the
+tool starts, that is when the reply asking for it finishes. So when a chat
+completion with a ``program_id`` finishes with tool calls, the server sends
+``client.tool_hint(program_id, [tool_key(name, arguments) for each call])``
+(``tether.engine.tool_key``: a shell call is keyed by its command's program)
+before the calls reach the client, plain or streamed; a client needs no change.
+An explicit ``tool_hint`` in the body (tool names, or ``{"name", "arguments"}``
+objects, also keyed by ``tool_key``) replaces the parsed calls and is sent when
+this reply finishes, on either endpoint (``[]`` sends none). A reply that fails
+or whose client hangs up sends none, and so does a reply with ``is_last_turn``:
+its program ends, no turn follows for the engine to keep its KV for.
 
 Tools are rendered into the system prompt and parsed back out of the reply by
 ``tether.runtime.chat_format``; ``tool_choice`` is an instruction to the model,
@@ -29,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -39,13 +52,16 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether.engine import Request, RequestMetrics, RequestOutput
-from tether.runtime.chat_format import ParsedReply, ToolCallStreamFilter, parse_tool_calls
+from tether.engine.tool_key import tool_key
+from tether.runtime.chat_format import ParsedReply, ToolCall, ToolCallStreamFilter, parse_tool_calls
 from tether.runtime.client import LLMClient
 from tether.runtime.openai_protocol import (ChatCompletionBody, CompletionBody, GenerationBody, OpenAIError,
                                             TokenText, as_openai_error, chat_logprobs, chat_request,
                                             completion_logprobs, completion_request, openai_usage, parse_body,
                                             tool_hint)
 from tether.runtime.server_metrics import CountRequests, ServerMetrics
+
+log = logging.getLogger(__name__)
 
 
 # ---- one generation -----------------------------------------------------------------
@@ -86,7 +102,8 @@ class _Call:
 
     ``begin`` waits for the first output before any response is sent, so a
     request the engine refuses still gets a 4xx status rather than an error
-    inside a 200 stream.
+    inside a 200 stream. When the reply finishes, the tools it calls are
+    hinted to the engine before the response ends (see the module doc).
     """
 
     def __init__(self, client: LLMClient, body: GenerationBody, metrics: ServerMetrics):
@@ -94,11 +111,9 @@ class _Call:
         self.run = _Generation()
         self._gen: AsyncIterator[RequestOutput] | None = None
         self._first: RequestOutput | None = None
+        self._hint = tool_hint(self.body)  # the body's explicit hint (validated before generating)
 
     async def begin(self, request: Request) -> _Call:
-        hint = tool_hint(self.body)
-        if hint is not None:  # before generating, so the engine's TTL policy sees it for this turn
-            await self.client.tool_hint(self.body.program_id, hint)
         self._gen = self.client.generate(request)
         try:
             self._first = await self._gen.__anext__()
@@ -109,9 +124,13 @@ class _Call:
             raise as_openai_error(e) from None
         return self
 
-    async def collect(self, http: HTTPRequest) -> _Generation:
+    async def respond(self, http: HTTPRequest, fmt: _ChatChunks | _CompletionChunks) -> dict[str, Any]:
+        """The whole response body (non-streamed responses)."""
+        return fmt.response(await self.collect(http, fmt))
+
+    async def collect(self, http: HTTPRequest, fmt: _ChatChunks | _CompletionChunks) -> _Generation:
         """Run to the end (non-streamed responses); a client that hangs up first aborts the request."""
-        run = asyncio.ensure_future(self._collect())
+        run = asyncio.ensure_future(self._collect(fmt))
         watch = asyncio.ensure_future(_hung_up(http))
         try:
             await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -123,10 +142,11 @@ class _Call:
             raise OpenAIError("the client disconnected", 499)
         return run.result()
 
-    async def _collect(self) -> _Generation:
+    async def _collect(self, fmt: _ChatChunks | _CompletionChunks) -> _Generation:
         try:
             async for out in self._outputs():
                 self.run.add(out)
+            await self._finished(fmt.tool_calls(self.run))
         except Exception as e:
             raise as_openai_error(e) from None
         finally:
@@ -147,7 +167,9 @@ class _Call:
                     self.run.add(out)
                     for chunk in fmt.on_output(out):
                         yield _sse(chunk)
-                for chunk in fmt.closing(self.run):
+                closing = fmt.closing(self.run)
+                await self._finished(fmt.tool_calls(self.run))  # before the client sees the calls
+                for chunk in closing:
                     yield _sse(chunk)
                 self.run.record(self.metrics)
                 if include_usage:
@@ -160,6 +182,19 @@ class _Call:
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _finished(self, calls: list[ToolCall]) -> None:
+        """The reply is complete: tell the engine which tools start now (the body's hint wins)."""
+        program_id = self.body.program_id
+        if program_id is None or self.body.is_last_turn:  # no next turn to keep the KV for
+            return
+        keys = self._hint if self._hint is not None else [tool_key(c.name, c.arguments) for c in calls]
+        if not keys:
+            return
+        try:
+            await self.client.tool_hint(program_id, keys)
+        except Exception:  # advisory: the reply itself succeeded
+            log.warning("tool_hint for program %s failed", program_id, exc_info=True)
 
     async def _outputs(self) -> AsyncIterator[RequestOutput]:
         if self._first is None:
@@ -199,12 +234,22 @@ class _ChatChunks:
                  tool_names: list[str] | None):
         self.head, self.tokens, self.k, self.tool_names = head, tokens, top_logprobs, tool_names
         self._filter = ToolCallStreamFilter(tool_names) if tool_names is not None else None
+        self._reply: ParsedReply | None = None  # the finished reply, parsed once
+
+    def tool_calls(self, run: _Generation) -> list[ToolCall]:
+        """The finished reply's tool calls (none when the request offered no tools)."""
+        return self._parsed(run).tool_calls if self.tool_names is not None else []
+
+    def _parsed(self, run: _Generation) -> ParsedReply:
+        if self._reply is None:
+            self._reply = parse_tool_calls(run.text, self.tool_names)
+        return self._reply
 
     def response(self, run: _Generation) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": run.text}
         finish = run.finish_reason
         if self.tool_names is not None:
-            reply = parse_tool_calls(run.text, self.tool_names)
+            reply = self._parsed(run)
             message.update(_tool_message(reply, run.text))
             if reply.tool_calls:
                 finish = "tool_calls"
@@ -231,6 +276,7 @@ class _ChatChunks:
         chunks, finish = [], run.finish_reason
         if self._filter is not None:
             tail, reply = self._filter.finish()
+            self._reply = reply
             if tail:
                 chunks.append(self._chunk({"content": tail}))
             if reply.tool_calls:  # sent whole, once the reply is complete
@@ -271,6 +317,9 @@ class _CompletionChunks:
     def closing(self, run: _Generation) -> list[dict[str, Any]]:
         return []
 
+    def tool_calls(self, run: _Generation) -> list[ToolCall]:
+        return []  # no tools on this endpoint: only an explicit ``tool_hint`` is sent
+
     def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
         return {**self.head, "choices": [], "usage": usage}
 
@@ -309,6 +358,7 @@ def create_app(client: LLMClient, model_name: str | None = None) -> FastAPI:
     requests may name any model and are answered by this one.
     """
     name = model_name or getattr(client, "model_name", None) or "tether"
+    policy = getattr(client, "policy", None)  # the engine's policy preset (None: the client cannot tell)
     created = int(time.time())
     metrics = ServerMetrics()
     tokens = TokenText(getattr(client, "tokenizer", None))
@@ -336,7 +386,7 @@ def create_app(client: LLMClient, model_name: str | None = None) -> FastAPI:
         head = {"id": "chatcmpl-" + request.request_id, "created": int(time.time()), "model": name,
                 "system_fingerprint": None}
         fmt = _ChatChunks(head, tokens, k, tool_names)
-        return call.stream(fmt) if body.stream else fmt.response(await call.collect(http))
+        return call.stream(fmt) if body.stream else await call.respond(http, fmt)
 
     @app.post("/v1/completions")
     async def completions(http: HTTPRequest) -> Any:
@@ -346,10 +396,10 @@ def create_app(client: LLMClient, model_name: str | None = None) -> FastAPI:
         head = {"id": "cmpl-" + request.request_id, "object": "text_completion", "created": int(time.time()),
                 "model": name}
         fmt = _CompletionChunks(head, tokens, body.logprobs)
-        return call.stream(fmt) if body.stream else fmt.response(await call.collect(http))
+        return call.stream(fmt) if body.stream else await call.respond(http, fmt)
 
     def _model_card() -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": created, "owned_by": "tether"}
+        return {"id": name, "object": "model", "created": created, "owned_by": "tether", "policy": policy}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -363,8 +413,8 @@ def create_app(client: LLMClient, model_name: str | None = None) -> FastAPI:
         return _model_card()
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "policy": policy}
 
     @app.get("/metrics")
     async def prometheus() -> Response:

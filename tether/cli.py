@@ -1,8 +1,9 @@
 """The ``tether`` command line.
 
-    tether demo                    the main job: a multi-agent workflow on the embedded Ray cluster
-    tether serve --port 8000       an OpenAI-compatible HTTP server
-    tether run FILE.py:agent --input TEXT   run an agent from a file
+    tether demo [--policy P]       the main job: a multi-agent workflow on the embedded Ray cluster
+    tether serve --port 8000 [--policy P]   an OpenAI-compatible HTTP server
+    tether run FILE.py:agent --input TEXT [--policy P]   run an agent from a file
+    (--policy P: a scheduling preset of tether.engine.policies; default tether)
     tether bench engine --json     engine throughput and prefix-cache TTFT against transformers
     tether bench kernels --json    Triton kernels against torch (needs CUDA)
     tether model prepare [MODEL]   convert a model (default: the default model) into the cache
@@ -10,6 +11,7 @@
     tether trace synth --programs N --seed S --out trace.jsonl
     tether replay TRACE --policies baseline --kv-blocks N --mode sim|real --out DIR
     tether profile --out profile.json                 measure a latency profile for simulated replay
+    tether report DIR              a replay's CSVs, table and plots again, from DIR/results.json and runs.json.gz
 """
 
 from __future__ import annotations
@@ -31,19 +33,19 @@ def _model_prepare(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from tether.demo import main as demo_main
-    return demo_main(model=args.model)
+    return demo_main(model=args.model, policy=args.policy)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from tether.runtime.server import serve
     if args.replicas:
         from tether.agents import Runtime
-        with Runtime(model=args.model, replicas=args.replicas) as rt:
+        with Runtime(model=args.model, replicas=args.replicas, policy=args.policy) as rt:
             serve(rt.client(), args.host, args.port)
         return 0
     from tether.engine import Engine, EngineConfig
     from tether.runtime.client import LocalClient
-    serve(LocalClient(Engine(EngineConfig(model=args.model)), args.model), args.host, args.port)
+    serve(LocalClient(Engine(EngineConfig(model=args.model, policy=args.policy)), args.model), args.host, args.port)
     return 0
 
 
@@ -65,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     if agent is None:
         print(f"error: {file} defines no {name!r}", file=sys.stderr)
         return 2
-    with Runtime(model=args.model, replicas=args.replicas) as rt:
+    with Runtime(model=args.model, replicas=args.replicas, policy=args.policy) as rt:
         try:
             value = rt.run(agent, input=args.input)
         except ProgramFailed as e:
@@ -107,6 +109,18 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from tether.workloads.report import write_report
+    try:
+        written = write_report(args.dir)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    plots = [written["plots"]["jct_cdf"], written["plots"].get("kv_usage"), *written["plots"]["timeline"].values()]
+    print(f"wrote {len(written['turns_csv'])} CSVs, {len([p for p in plots if p])} plots and the table in {args.dir}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     if args.what == "engine":
         from tether.engine.bench import main as bench_main
@@ -118,12 +132,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_option(p: argparse.ArgumentParser) -> None:
+    """``--policy``: the engine's scheduling preset (``tether.engine.policies``)."""
+    from tether.engine.policies import DEFAULT_POLICY, POLICY_PRESETS
+    p.add_argument("--policy", choices=POLICY_PRESETS.names(), default=DEFAULT_POLICY,
+                   help=f"the engine's scheduling policy preset (default: {DEFAULT_POLICY})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tether", description="A runtime for agentic LLM workloads.")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run the main demo")
     d.add_argument("--model", default="default")
+    _policy_option(d)
     d.set_defaults(fn=_demo)
 
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
@@ -131,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--model", default="default")
     s.add_argument("--replicas", type=int, default=0, help="serve through N Ray engine replicas (0: in-process)")
+    _policy_option(s)
     s.set_defaults(fn=_serve)
 
     r = sub.add_parser("run", help="run an agent from a file: FILE.py:agent")
@@ -138,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", default="")
     r.add_argument("--model", default="default")
     r.add_argument("--replicas", type=int, default=None)
+    _policy_option(r)
     r.set_defaults(fn=_run)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against baselines measured in the same run)")
@@ -162,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     arr.add_argument("--concurrency", type=int, help="closed loop at this many programs in flight")
     ts.add_argument("--out", required=True)
     ts.set_defaults(fn=_trace)
+
+    rp = sub.add_parser("report", help="write a replay's CSVs, table and plots again from its results.json")
+    rp.add_argument("dir", help="a results folder (tether replay --out): results.json and runs.json.gz")
+    rp.set_defaults(fn=_report)
 
     # Listed for --help; main() hands their arguments to the modules' own parsers.
     sub.add_parser("replay", help="replay a trace under policies (see tether replay --help)")

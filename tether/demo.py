@@ -2,8 +2,9 @@
 
 For each task, a program runs three agents: a planner, a coder that writes a
 script with the shell tool in a temporary git repository and runs it, and a
-reviewer. Several programs run at once on one engine replica. Then the
-conversations, a table per agent, and the engine's stats.
+reviewer. Several programs run at once on one engine replica, under the
+scheduling policy preset ``policy`` (``tether demo --policy``; default ``tether``).
+Then the conversations, a table per agent, and the engine's stats with the policy.
 """
 
 from __future__ import annotations
@@ -78,12 +79,14 @@ def _indent(text: str, limit: int = 400) -> str:
     return "\n".join("      " + ln for ln in text.splitlines())
 
 
-def main(model: str = "default") -> int:
+def main(model: str = "default", policy: str | None = None) -> int:
+    """Run the demo; ``policy`` names the engine's scheduling preset (None: the default, ``tether``)."""
     repo = _init_repo()
     t0 = time.perf_counter()
-    with Runtime(model=model) as rt:
-        print(f"runtime up in {time.perf_counter() - t0:.1f}s: 1 engine replica ({model}), tool executors, "
-              f"program actors on a local Ray cluster; repo {repo}\n")
+    with Runtime(model=model, policy=policy) as rt:
+        policy = rt.policy
+        print(f"runtime up in {time.perf_counter() - t0:.1f}s: 1 engine replica ({model}, policy {policy}), "
+              f"tool executors, program actors on a local Ray cluster; repo {repo}\n")
         start = time.perf_counter()
         handles = [rt.submit(workflow, task=task, filename=fn, repo=repo) for fn, task in TASKS]
         outcomes = [h.outcome() for h in handles]
@@ -109,6 +112,7 @@ def main(model: str = "default") -> int:
                   "time in tools"], rows))
     hit = stats["prefix_hit_tokens"] / max(1, stats["prompt_tokens"])
     print(_table(["engine", "value"], [
+        ["policy", policy],
         ["programs", f"{sum(r.ok for r in outcomes)} ok / {len(outcomes)}"],
         ["wall time", f"{wall:.1f}s"],
         ["prompt tokens", stats["prompt_tokens"]], ["generated tokens", stats["generated_tokens"]],

@@ -3,7 +3,7 @@
 Trajectories without timing (mini-swe-agent's older files, OpenAI-style
 message lists) still need a duration for every tool call, so replays draw one,
 seeded, from a lognormal per tool class fitted to published figures (see
-``CLASS_DURATIONS`` and /work/shared/data/traces/README.md)::
+``CLASS_DURATIONS`` and tests/data/traces/README.md)::
 
     rng = program_rng(seed=0, program_id="django-11099")
     cls = classify_tool("bash", arguments={"command": "cd /testbed && python -m pytest tests/"})  # "test"
@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import math
 import re
-import shlex
 import zlib
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
+from tether.engine.tool_key import SHELL_TOOLS, command_program, shell_command_of, shell_words as _words
+
 from .trace import TOOL_CLASSES
 
 # ---- durations ----------------------------------------------------------------------
 
-# (median seconds, sigma of log) per tool class. Figures from data/traces/README.md:
+# (median seconds, sigma of log) per tool class. Figures from tests/data/traces/README.md:
 CLASS_DURATIONS: dict[str, tuple[float, float]] = {
     # SWE-agent's own local runs: tool time median 0.14-0.29 s; reading a file is the
     # cheapest step, so view takes the low end. sigma: assumed, p99 ~0.6 s.
@@ -97,9 +98,6 @@ def program_rng(seed: int, program_id: str) -> np.random.Generator:
 
 # ---- classification -----------------------------------------------------------------
 
-# Function-calling tools that run a shell command: their name says nothing, the command does.
-SHELL_TOOLS = {"bash", "shell", "sh", "execute_bash", "run_bash", "exec_command", "run_command",
-               "run_shell_command", "terminal", "cmd", "execute_command", "local_shell"}
 # File editors whose first argument says whether they read or write (SWE-agent, OpenHands).
 EDITOR_TOOLS = {"str_replace_editor", "str_replace_based_edit_tool", "edit_file", "file_editor"}
 
@@ -119,41 +117,6 @@ NAME_CLASSES: dict[str, str] = {
                      "make", "git", "echo", "cd"], "shell"),
     **dict.fromkeys(["submit", "exit", "task", "todowrite", "webfetch", "web_fetch", "user"], "other"),
 }
-
-_SEPARATORS = re.compile(r"\s*(?:&&|\|\||;)\s*")
-_SETUP = {"cd", "export", "source", ".", "set", "pushd", "popd"}  # prefixes that are not the work
-_WRAPPERS = {"sudo", "env", "time", "nohup", "command", "exec"}
-_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-
-
-def command_program(command: str) -> str:
-    """The program a shell command runs: first word, past ``cd x &&``, env assignments and wrappers.
-
-    Why skip ``cd /testbed &&``: agents prefix most commands with it, and the tool that
-    decides the duration is what follows.
-
-    >>> command_program("cd /testbed && FOO=1 timeout 60 python -m pytest -x")
-    'python'
-    """
-    lines = [ln for ln in command.strip().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        return ""
-    programs = [_segment_program(seg) for seg in _SEPARATORS.split(lines[0])]
-    programs = [p for p in programs if p]
-    work = [p for p in programs if p not in _SETUP]
-    return (work or programs or [""])[0]
-
-
-def _segment_program(segment: str) -> str:
-    words = _words(segment)
-    while words and (_ASSIGNMENT.match(words[0]) or words[0] in _WRAPPERS):
-        wrapper, words = words[0] in _WRAPPERS, words[1:]
-        while wrapper and words and words[0].startswith("-"):  # `sudo -E`, `env -i`
-            words = words[1:]
-    if words and words[0] == "timeout":
-        words = [w for w in words[1:] if not w.startswith("-")][1:]  # drop the time limit
-    return words[0].rsplit("/", 1)[-1] if words else ""
-
 
 def classify_command(command: str) -> str:
     """Tool class of a shell command (or a SWE-agent command line such as ``find_file x.py``).
@@ -200,22 +163,5 @@ def classify_tool(name: str, command: str | None = None, arguments: Any = None) 
     return cls if cls in TOOL_CLASSES else "other"
 
 
-def shell_command_of(name: str, arguments: Any) -> str | None:
-    """The command string of a shell-like function call (``bash`` with ``command``/``cmd``), else None."""
-    if name.lower() not in SHELL_TOOLS or not isinstance(arguments, dict):
-        return None
-    cmd = arguments.get("command", arguments.get("cmd"))
-    if isinstance(cmd, list):  # some harnesses pass argv
-        cmd = " ".join(str(c) for c in cmd)
-    return cmd if isinstance(cmd, str) and cmd.strip() else None
-
-
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def _words(text: str) -> list[str]:
-    try:
-        return shlex.split(text, comments=False)
-    except ValueError:  # unbalanced quotes in a heredoc or a half-written command
-        return text.split()

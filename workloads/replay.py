@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tether.engine.latency_profile import LatencyProfile
-from tether.workloads.policies import POLICIES, Policy, get_policies
+from tether.engine.policies import POLICY_PRESETS, PolicyPreset, parse_policies
 from tether.workloads.records import ReplayRun
 from tether.workloads.replay_common import ReplaySettings, TurnFeeder
 from tether.workloads.trace import Trace
@@ -14,13 +14,13 @@ from tether.workloads.trace import Trace
 DEFAULT_PROFILE = Path(__file__).parent / "profiles" / "cpu-smollm2-135m.json"
 
 
-def run_policies(trace: Trace, policies: list[Policy], settings: ReplaySettings, mode: str = "sim",
+def run_policies(trace: Trace, policies: list[PolicyPreset], settings: ReplaySettings, mode: str = "sim",
                  profile: LatencyProfile | None = None, model: str = "default") -> list[ReplayRun]:
     """One ``ReplayRun`` per policy, all on the same trace and settings.
 
     Example::
 
-        runs = run_policies(trace, get_policies("baseline"), ReplaySettings(kv_blocks=4096))
+        runs = run_policies(trace, parse_policies("baseline"), ReplaySettings(kv_blocks=4096))
     """
     runs = []
     if mode == "sim" and profile is None:
@@ -45,14 +45,15 @@ def run_policies(trace: Trace, policies: list[Policy], settings: ReplaySettings,
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="tether replay", description=__doc__)
     p.add_argument("trace", help="a tether trace (.jsonl) or any supported trajectory file or folder")
-    p.add_argument("--policies", default="baseline", help=f"comma-separated; known: {', '.join(POLICIES)}")
+    p.add_argument("--policies", default="baseline", help=f"comma-separated; known: {', '.join(POLICY_PRESETS)}")
     p.add_argument("--mode", choices=["sim", "real"], default="sim")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--rate", type=float, help="Poisson arrivals at this many programs/s")
     rate.add_argument("--concurrency", type=int, help="closed loop: this many programs in flight (default: the "
                       "trace's own, e.g. from `tether trace synth --concurrency`, unless --rate is given)")
     p.add_argument("--kv-blocks", type=int, required=True, help="KV pool size in blocks")
-    p.add_argument("--host-blocks", type=int, default=0, help="host-memory tier for policies that use one")
+    p.add_argument("--host-blocks", type=int, help="host-memory tier size, the same for every policy that uses "
+                   "one (default: as many blocks as --kv-blocks; 0: none)")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--budget", type=int, default=2048, help="token budget per engine step")
     p.add_argument("--token-scale", type=float, default=1.0)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
                               max_num_batched_tokens=args.budget, concurrency=concurrency,
                               time_scale=args.time_scale, seed=args.seed)
     profile = LatencyProfile.load(args.profile) if args.profile else None
-    runs = run_policies(trace, get_policies(args.policies), settings, args.mode, profile, args.model)
+    runs = run_policies(trace, parse_policies(args.policies), settings, args.mode, profile, args.model)
     results = write_results(args.out, runs)
     print(format_table(results["policies"]))
     print(f"\nwrote {Path(args.out) / 'results.json'}")

@@ -16,7 +16,7 @@ class ReplaySettings:
     """
 
     kv_blocks: int
-    host_kv_blocks: int = 0  # host-memory tier, for policies that use one
+    host_kv_blocks: int | None = None  # host-memory tier for policies that use one (None: kv_blocks; 0: none)
     block_size: int = 16
     max_num_batched_tokens: int = 2048
     max_num_seqs: int = 256

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 from tether.agents import Runtime
 from tether.engine import Request, SamplingParams
+from tether.engine.policies import PolicyPreset
+from tether.engine.tool_key import tool_key
 from tether.runtime.program import ProgramServices
-from tether.workloads.policies import Policy
+from tether.workloads.trace import ToolCallRecord
 from tether.workloads.records import KVSample, ReplayRun, TurnRecord
 from tether.workloads.replay_common import ReplaySettings, TurnFeeder
 
@@ -21,7 +23,7 @@ from tether.workloads.replay_common import ReplaySettings, TurnFeeder
 class TurnPlan:
     append_ids: list[int]
     output_ids: list[int]
-    tool_name: str | None
+    tool: ToolCallRecord | None  # None: the turn answers without calling a tool (or ends the program)
     tool_wait_s: float
 
 
@@ -38,11 +40,12 @@ async def replay_program(services: ProgramServices, plan: list[TurnPlan], t0: fl
         m = outs[-1].metrics
         first = submitted + (m.ttft or 0.0)
         records.append(TurnRecord(services.program_id, ti, submitted, first, first + (m.decode_time or 0.0),
-                                  m.prompt_tokens, m.prefix_hit_tokens, m.output_tokens, turn.tool_name,
+                                  m.prompt_tokens, m.prefix_hit_tokens, m.output_tokens,
+                                  turn.tool.name if turn.tool else None,
                                   turn.tool_wait_s, m.preemptions))
         history = history + [t for o in outs for t in o.token_ids]
-        if not last and turn.tool_name is not None:  # a turn may answer without calling a tool
-            await services.llm.tool_hint(services.program_id, [turn.tool_name])
+        if not last and turn.tool is not None:  # a turn may answer without calling a tool
+            await services.llm.tool_hint(services.program_id, [tool_key(turn.tool.name, turn.tool.arguments)])
             await asyncio.sleep(turn.tool_wait_s)
     return records
 
@@ -54,16 +57,17 @@ async def _entry(plan: list[TurnPlan], t0: float, ctx) -> list[TurnRecord]:
 def _plan(feeder: TurnFeeder, pi: int, time_scale: float) -> list[TurnPlan]:
     turns = feeder.trace.programs[pi].turns
     tools = [t.tool for t in turns[:-1]] + [None]  # the last turn's call (if any) ends the program, as in sim
-    return [TurnPlan(list(t.append_token_ids), list(t.output_token_ids), tool.name if tool else None,
+    return [TurnPlan(list(t.append_token_ids), list(t.output_token_ids), tool,
                      tool.duration_s * time_scale if tool else 0.0) for t, tool in zip(turns, tools)]
 
 
-def replay_real(feeder: TurnFeeder, policy: Policy, settings: ReplaySettings, model: str = "default") -> ReplayRun:
+def replay_real(feeder: TurnFeeder, policy: PolicyPreset, settings: ReplaySettings, model: str = "default") -> ReplayRun:
     """Replay the trace through a fresh ``Runtime`` whose engine runs ``policy``."""
     started = time.perf_counter()
     _check_fits(feeder, model)
-    engine = dict(policy.engine_config(settings.host_kv_blocks), num_kv_blocks=settings.kv_blocks, block_size=settings.block_size,
-                  max_num_batched_tokens=settings.max_num_batched_tokens, max_num_seqs=settings.max_num_seqs)
+    engine = dict(policy=policy.name, host_kv_blocks=settings.host_kv_blocks, num_kv_blocks=settings.kv_blocks,
+                  block_size=settings.block_size, max_num_batched_tokens=settings.max_num_batched_tokens,
+                  max_num_seqs=settings.max_num_seqs)
     run = ReplayRun(policy.name, "real", kv_total_blocks=settings.kv_blocks)
     with Runtime(model=model, replicas=1, engine=engine) as rt:
         run.turns, run.kv_samples, run.program_arrivals = asyncio.run(_drive(rt, feeder, settings))

@@ -3,8 +3,10 @@
 Programs arrive (at their arrival times, or as a closed loop at fixed
 concurrency); each turn's prompt is the program's history plus what the turn
 appends, its output is forced to the recorded tokens; after a turn the
-program waits out its tool's duration on the virtual clock. The same trace,
-seed and profile give the same numbers exactly.
+program waits out its tool's duration on the virtual clock. A turn arrives at
+its true time (the engine sees that arrival time, and the predictor learns the
+true tool duration), though it is queued only at the next step boundary, as a
+real engine would. The same trace, seed and profile give the same numbers exactly.
 """
 
 from __future__ import annotations
@@ -16,24 +18,25 @@ import time
 from tether.engine import EngineConfig, Request, SamplingParams
 from tether.engine.clock import VirtualClock
 from tether.engine.latency_profile import LatencyProfile
+from tether.engine.policies import PolicyPreset
 from tether.engine.sim_runner import build_simulated_core
-from tether.workloads.policies import Policy
+from tether.engine.tool_key import tool_key
 from tether.workloads.records import KVSample, ReplayRun, TurnRecord
 from tether.workloads.replay_common import ReplaySettings, TurnFeeder
 
 
-def replay_sim(feeder: TurnFeeder, policy: Policy, profile: LatencyProfile, settings: ReplaySettings) -> ReplayRun:
+def replay_sim(feeder: TurnFeeder, policy: PolicyPreset, profile: LatencyProfile, settings: ReplaySettings) -> ReplayRun:
     """Replay every program of ``feeder`` under ``policy``; returns what happened, turn by turn.
 
     Example::
 
-        run = replay_sim(TurnFeeder(trace), POLICIES["baseline"], profile, ReplaySettings(kv_blocks=20000))
+        run = replay_sim(TurnFeeder(trace), POLICY_PRESETS.get("baseline"), profile, ReplaySettings(kv_blocks=20000))
     """
     started = time.perf_counter()
     clock = VirtualClock()
     cfg = EngineConfig(num_kv_blocks=settings.kv_blocks, block_size=settings.block_size,
                        max_num_batched_tokens=settings.max_num_batched_tokens, max_num_seqs=settings.max_num_seqs,
-                       **policy.engine_config(settings.host_kv_blocks))
+                       policy=policy.name, host_kv_blocks=settings.host_kv_blocks)
     core = build_simulated_core(cfg, profile, clock)
     run = ReplayRun(policy.name, "sim", kv_total_blocks=settings.kv_blocks)
     events: list[tuple[float, int, int, int]] = []  # (time, order, program index, turn index)
@@ -52,17 +55,17 @@ def replay_sim(feeder: TurnFeeder, policy: Policy, profile: LatencyProfile, sett
 
     while events or core.has_work():
         while events and events[0][0] <= clock.now():
-            _, _, pi, ti = heapq.heappop(events)
+            arrival, _, pi, ti = heapq.heappop(events)
             program = programs[pi]
             if ti == 0:
-                run.program_arrivals[program.program_id] = clock.now()
+                run.program_arrivals[program.program_id] = arrival
             prompt, output = feeder.turn_tokens(pi, ti)
             rid = f"{program.program_id}/{ti}"
             core.add_request(Request(
                 request_id=rid, prompt_token_ids=prompt, program_id=program.program_id, turn=ti,
                 is_last_turn=ti == len(program.turns) - 1,
-                sampling=SamplingParams(max_tokens=len(output), forced_output_ids=output)))
-            inflight[rid] = (pi, ti, clock.now())
+                sampling=SamplingParams(max_tokens=len(output), forced_output_ids=output)), arrival_time=arrival)
+            inflight[rid] = (pi, ti, arrival)
         if not core.has_work():
             clock.set(events[0][0])  # idle: jump to the next arrival or tool return
             continue
@@ -80,7 +83,7 @@ def replay_sim(feeder: TurnFeeder, policy: Policy, profile: LatencyProfile, sett
                                         tool.name if tool else None, wait, m.preemptions))
             if not last:
                 if tool is not None:
-                    core.tool_hint(program.program_id, [tool.name])
+                    core.tool_hint(program.program_id, [tool_key(tool.name, tool.arguments)])
                 heapq.heappush(events, (clock.now() + wait, next(order), pi, ti + 1))
             else:
                 core.end_program(program.program_id)  # as the real runtime does when a program returns
@@ -89,7 +92,7 @@ def replay_sim(feeder: TurnFeeder, policy: Policy, profile: LatencyProfile, sett
                     next_program += 1
         pool = core.pool
         host = len(core.kv.host) if core.kv.host is not None else 0
-        run.kv_samples.append(KVSample(clock.now(), pool.num_used, core.kv.pinned_blocks, pool.num_cached_free, host))
+        run.kv_samples.append(KVSample(clock.now(), pool.num_used, core.pins.pinned_blocks, pool.num_cached_free, host))
     core.check_no_leaks()  # cheap, and a replay that leaks blocks must not report numbers
     run.engine_stats = core.stats()
     run.wall_s = time.perf_counter() - started

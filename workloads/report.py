@@ -7,27 +7,37 @@ row labels). ``write_results`` writes, into one directory:
   {name: stats}, "files": {...}, "plots": {...}}``; NaN (undefined) becomes null;
 - ``turns_<policy>.csv``: one row per turn, every TurnRecord field plus
   ``ttft_s`` and ``tpot_s`` (empty when undefined);
+- ``runs.json.gz``: the runs themselves (turns, arrivals, KV samples), compact;
 - ``table.txt``: the ``format_table`` output;
 - ``jct_cdf.png``, ``kv_usage.png``, ``timeline_<policy>.png``.
+
+The CSVs and PNGs are derived: ``write_report`` (``tether report DIR``) writes them
+again, with ``table.txt``, from ``results.json`` and ``runs.json.gz`` alone, so a results
+folder keeps only those two (and the table) under version control.
 
 Example:
     >>> res = write_results("out/", [run_fcfs, run_pin], {"trace": "swe.jsonl"})  # doctest: +SKIP
     >>> print(format_table(res["policies"]))                                    # doctest: +SKIP
+    >>> write_report("out/")            # CSVs and PNGs again, e.g. in a fresh clone   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import re
-from dataclasses import asdict, fields
+from dataclasses import asdict, astuple, fields
 from pathlib import Path
 from typing import Any
 
 from . import plots
 from .metrics import summarize, tpot, ttft
-from .records import ReplayRun, TurnRecord
+from .records import KVSample, ReplayRun, TurnRecord
+
+RESULTS_FILE, RUNS_FILE, TABLE_FILE = "results.json", "runs.json.gz", "table.txt"
+RUNS_VERSION = 1
 
 # (summary key, row label with unit, display kind). Kinds: "s" seconds, "ms"
 # seconds shown as milliseconds, "int" counts, "pct" ratio shown as percent,
@@ -178,7 +188,7 @@ def _merge_meta(runs: list[ReplayRun], extra: dict) -> dict:
 
 
 def write_results(out_dir: str | Path, runs: list[ReplayRun], meta: dict | None = None) -> dict:
-    """Write results.json, table.txt, per-policy CSVs and plots; return the results dict.
+    """Write results.json, runs.json.gz, table.txt, per-policy CSVs and plots; return the results dict.
 
     ``results["meta"]`` is the runs' meta (``run_policies`` stores settings, trace meta and
     profile there) plus ``meta``.
@@ -199,21 +209,125 @@ def write_results(out_dir: str | Path, runs: list[ReplayRun], meta: dict | None 
     out.mkdir(parents=True, exist_ok=True)
 
     summaries = {r.policy: summarize(r) for r in runs}  # raises before any file is written
-    csvs = {r.policy: str(write_turns_csv(r, out / f"turns_{s}.csv")) for r, s in zip(runs, slugs)}
-    table = format_table(summaries)
-    (out / "table.txt").write_text(table + "\n")
-    plot_paths = {
-        "jct_cdf": str(plots.plot_jct_cdf(runs, out / "jct_cdf.png")),
-        "kv_usage": str(plots.plot_kv_usage(runs, out / "kv_usage.png")),
-        "timeline": {r.policy: str(plots.plot_timeline(r, out / f"timeline_{s}.png"))
-                     for r, s in zip(runs, slugs)},
-    }
+    # CSVs and plots from the runs as saved, so that write_report draws the very same files
+    derived = _write_derived(out, load_runs(save_runs(runs, out / RUNS_FILE)), summaries)
     results = {
         "meta": _merge_meta(runs, meta or {}),
         "policies": summaries,
         "engine_stats": {r.policy: r.engine_stats for r in runs},
-        "files": {"results": str(out / "results.json"), "table": str(out / "table.txt"), "turns_csv": csvs},
-        "plots": plot_paths,
+        "files": {"results": str(out / RESULTS_FILE), "runs": str(out / RUNS_FILE), "table": str(out / TABLE_FILE),
+                  "turns_csv": derived["turns_csv"]},
+        "plots": derived["plots"],
     }
-    (out / "results.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    (out / RESULTS_FILE).write_text(json.dumps(_json_safe(results), indent=2) + "\n")
     return results
+
+
+def write_report(results_dir: str | Path) -> dict:
+    """Write table.txt, the per-policy CSVs and the plots of a results folder again, from its
+    ``results.json`` (the summaries) and ``runs.json.gz`` (the runs); return
+    ``{"turns_csv": {policy: path}, "plots": {...}}``.
+
+    Runs without KV samples (converted from the CSVs of a folder older than runs.json.gz)
+    get no ``kv_usage.png``. Raises FileNotFoundError naming a missing file.
+
+    >>> write_report("benchmarks/results/2026-11-26-cpu/sim-synth200-baseline")  # doctest: +SKIP
+    """
+    out = Path(results_dir)
+    for name in (RESULTS_FILE, RUNS_FILE):
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"{out / name}: missing (a results folder has {RESULTS_FILE} and {RUNS_FILE}, "
+                                    "as write_results / tether replay --out write them)")
+    results = json.loads((out / RESULTS_FILE).read_text())
+    runs = load_runs(out / RUNS_FILE)
+    if [r.policy for r in runs] != list(results["policies"]):
+        raise ValueError(f"{out}: {RUNS_FILE} holds policies {[r.policy for r in runs]}, "
+                         f"{RESULTS_FILE} {list(results['policies'])}")
+    return _write_derived(out, runs, results["policies"])
+
+
+def _write_derived(out: Path, runs: list[ReplayRun], summaries: dict[str, dict]) -> dict:
+    """table.txt, turns_<policy>.csv and the PNGs of ``runs`` in ``out``."""
+    slugs = [_slug(r.policy) for r in runs]
+    csvs = {r.policy: str(write_turns_csv(r, out / f"turns_{s}.csv")) for r, s in zip(runs, slugs)}
+    (out / TABLE_FILE).write_text(format_table(summaries) + "\n")
+    plot_paths: dict[str, Any] = {"jct_cdf": str(plots.plot_jct_cdf(runs, out / "jct_cdf.png"))}
+    if any(r.kv_samples for r in runs):  # else nothing to draw (runs converted from CSVs have none)
+        plot_paths["kv_usage"] = str(plots.plot_kv_usage(runs, out / "kv_usage.png"))
+    plot_paths["timeline"] = {r.policy: str(plots.plot_timeline(r, out / f"timeline_{s}.png"))
+                              for r, s in zip(runs, slugs)}
+    return {"turns_csv": csvs, "plots": plot_paths}
+
+
+# ---- the runs file -------------------------------------------------------------------
+# {"version": 1, "runs": [{"policy", "mode", "kv_total_blocks", "wall_s", "program_arrivals": {pid: s},
+#   "turns": {TurnRecord field: [one value per turn]}, "kv_samples": {KVSample field: [...]}}]}
+# gzip-compressed with no timestamp, so the same runs give the same bytes. Times are kept to the
+# microsecond.
+#
+# Every turn is kept. KV samples are only drawn (the summaries in results.json were computed from
+# all of them): a replay takes one per engine step, tens of thousands, so they are thinned to what
+# a plot can show. A sample equal to the one before is left out (it changes no step line); past
+# KV_PLOT_BUCKETS * 4 samples, each of KV_PLOT_BUCKETS equal time slices keeps its first sample
+# and those with the most and fewest used blocks and the most pinned ones, so peaks and dips stay
+# where they were. write_results draws its CSVs and plots from these saved runs too.
+
+KV_PLOT_BUCKETS = 1000
+TIME_DECIMALS = 6
+
+
+def save_runs(runs: list[ReplayRun], path: str | Path) -> Path:
+    """The runs' turns, arrivals and (thinned) KV samples, as ``load_runs`` reads them back."""
+    path = Path(path)
+    data = {"version": RUNS_VERSION, "runs": [{
+        "policy": r.policy, "mode": r.mode, "kv_total_blocks": r.kv_total_blocks, "wall_s": r.wall_s,
+        "program_arrivals": {pid: round(t, TIME_DECIMALS) for pid, t in r.program_arrivals.items()},
+        "turns": _columns(r.turns, TurnRecord), "kv_samples": _columns(thin_kv_samples(r.kv_samples), KVSample),
+    } for r in runs]}
+    raw = json.dumps(_json_safe(data), separators=(",", ":")).encode()
+    path.write_bytes(gzip.compress(raw, compresslevel=9, mtime=0))
+    return path
+
+
+def load_runs(path: str | Path) -> list[ReplayRun]:
+    """The runs ``save_runs`` wrote (their meta and engine stats are in results.json)."""
+    data = json.loads(gzip.decompress(Path(path).read_bytes()))
+    if data.get("version") != RUNS_VERSION:
+        raise ValueError(f"{path}: runs file version {data.get('version')!r}; this tether reads {RUNS_VERSION}")
+    return [ReplayRun(r["policy"], r["mode"], turns=_rows(r["turns"], TurnRecord),
+                      program_arrivals=r["program_arrivals"], kv_samples=_rows(r["kv_samples"], KVSample),
+                      kv_total_blocks=r["kv_total_blocks"], wall_s=r["wall_s"]) for r in data["runs"]]
+
+
+def thin_kv_samples(samples: list[KVSample], buckets: int = KV_PLOT_BUCKETS) -> list[KVSample]:
+    """``samples`` (in time order) without repeats and, when many, thinned per time slice (see above)."""
+    kept = [s for i, s in enumerate(samples)
+            if i in (0, len(samples) - 1) or astuple(s)[1:] != astuple(samples[i - 1])[1:]]
+    if len(kept) <= 4 * buckets:
+        return kept
+    t0, t1 = kept[0].time_s, kept[-1].time_s
+    width = (t1 - t0) / buckets or 1.0
+    slices: dict[int, list[int]] = {}
+    for i, s in enumerate(kept):
+        slices.setdefault(min(int((s.time_s - t0) / width), buckets - 1), []).append(i)
+    keep = {len(kept) - 1}
+    for idx in slices.values():
+        keep.add(idx[0])
+        keep.add(max(idx, key=lambda i: kept[i].used_blocks))
+        keep.add(min(idx, key=lambda i: kept[i].used_blocks))
+        keep.add(max(idx, key=lambda i: kept[i].pinned_blocks))
+    return [kept[i] for i in sorted(keep)]
+
+
+def _columns(items: list, cls: type) -> dict[str, list]:
+    """Field -> values; float fields (times, durations) rounded to TIME_DECIMALS."""
+    return {f.name: [_round(getattr(x, f.name)) for x in items] for f in fields(cls)}
+
+
+def _round(v: Any) -> Any:
+    return round(v, TIME_DECIMALS) if isinstance(v, float) and math.isfinite(v) else v
+
+
+def _rows(columns: dict[str, list], cls: type) -> list:
+    names = list(columns)
+    return [cls(**dict(zip(names, values))) for values in zip(*columns.values())]

@@ -48,6 +48,20 @@ async def test_tool_hint_reaches_the_engine_before_the_tools_run():
     assert rec.log == [("hint", "prog-1", ["add"]), ("tool", "add")]
 
 
+async def test_a_shell_call_is_hinted_by_its_commands_program():
+    """The SDK keys calls as the engine and the server do (``tether.engine.tool_key``)."""
+    ctx, rec = _context()
+
+    @tool
+    def shell(command: str) -> str:
+        """Run a shell command."""
+        return "ok"
+
+    calls = [ToolCall("shell", {"command": "cd /repo && FOO=1 pytest -q"}), ToolCall("add", {"a": 1, "b": 2})]
+    await ctx.call_tools(calls, tools=[shell, add])
+    assert rec.log[0] == ("hint", "prog-1", ["pytest", "add"])
+
+
 async def test_a_sub_agents_last_turn_does_not_end_the_parent_program():
     ctx, rec = _context()
     helper = Agent("helper", "Answer briefly.", max_turns=1)

@@ -7,6 +7,7 @@ import torch
 
 from engine_helpers import greedy, hf_logits, req, run_all, tokens
 from tether.engine import Engine, EngineConfig, Request, SamplingParams, build_core
+from tether.engine.engine import chat_prompt_ids
 
 PROMPTS = [
     "What is the capital of France?",
@@ -19,18 +20,19 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def core(default_model):
-    return build_core(EngineConfig(num_kv_blocks=256, max_num_batched_tokens=40), default_model.hf_model,
+    core = build_core(EngineConfig(num_kv_blocks=256, max_num_batched_tokens=40), default_model.hf_model,
                       default_model.tokenizer)
+    return core
 
 
-def _chat_ids(core, text):
+def _chat_ids(tokenizer, text):
     """The prompt the engine renders for one user message (the model's chat template)."""
-    return core.prompt_ids(Request(messages=[{"role": "user", "content": text}]))
+    return chat_prompt_ids(tokenizer, [{"role": "user", "content": text}])
 
 
 def test_logits_match_transformers_with_chunks_and_prefix_hit(default_model, core):
     hf = default_model.hf_model
-    ids = _chat_ids(core, PROMPTS[2] + " Use an example about Russian dolls.")
+    ids = _chat_ids(default_model.tokenizer, PROMPTS[2] + " Use an example about Russian dolls.")
     core.add_request(req("warm", ids[:33], greedy(1)))  # caches two full blocks
     run_all(core)
     core.add_request(req("x", ids, greedy(1, logprobs=20)))
@@ -43,7 +45,7 @@ def test_logits_match_transformers_with_chunks_and_prefix_hit(default_model, cor
 
 def test_greedy_64_tokens_equal_hf_generate(default_model, core):
     tok, hf = default_model.tokenizer, default_model.hf_model
-    prompts = [_chat_ids(core, p) for p in PROMPTS]
+    prompts = [_chat_ids(default_model.tokenizer, p) for p in PROMPTS]
     for i, p in enumerate(prompts):
         core.add_request(req(str(i), p, greedy(64)))
     outs = run_all(core)

@@ -61,7 +61,7 @@ def test_pin_survives_pressure_that_evicts_unpinned(tiny_model):
     core = make_core(tiny_model, clock=clock, num_kv_blocks=10)
     hist = list(range(3, 51))  # 48 tokens: 3 full blocks
     _turn(core, "t1", hist)
-    assert core.pin("prog", ttl_s=5.0) == 48
+    assert core.pins.pin("prog", ttl_s=5.0) == 48
     assert core.stats()["pinned_blocks"] == 3
     # Another program uses the rest of the pool; the pinned blocks stay.
     _turn(core, "other", span(60, 100), program="other")
@@ -79,7 +79,7 @@ def test_pin_expires_and_release(tiny_model):
     events = []
     core.add_listener(lambda e: events.append(e.kind))
     _turn(core, "t1", list(range(3, 40)))
-    assert core.pin("prog", ttl_s=2.0) == 32
+    assert core.pins.pin("prog", ttl_s=2.0) == 32
     clock.advance(1.9)
     core.step()
     assert core.stats()["active_pins"] == 1
@@ -87,11 +87,11 @@ def test_pin_expires_and_release(tiny_model):
     core.step()  # expiry is checked every scheduler step
     s = core.stats()
     assert s["active_pins"] == 0 and s["pins_expired"] == 1 and "expiry" in events
-    assert core.pin("prog", ttl_s=2.0) == 32  # still cached: can be pinned again
-    assert core.release("prog") and not core.release("prog")
+    assert core.pins.pin("prog", ttl_s=2.0) == 32  # still cached: can be pinned again
+    assert core.pins.release("prog") and not core.pins.release("prog")
     assert core.stats()["pinned_blocks"] == 0
     core.end_program("prog")
-    assert core.pin("prog", 1.0) == 0  # the program ended: nothing left to pin
+    assert core.pins.pin("prog", 1.0) == 0  # the program ended: nothing left to pin
     core.check_no_leaks()
 
 
@@ -99,7 +99,7 @@ def test_pins_never_block_admission(tiny_model):
     """A request that needs the pinned memory gets it: the pin is released under pressure."""
     core = make_core(tiny_model, num_kv_blocks=8)
     _turn(core, "t1", list(range(3, 3 + 64)))
-    assert core.pin("prog", ttl_s=1e9) == 64
+    assert core.pins.pin("prog", ttl_s=1e9) == 64
     core.add_request(req("big", span(70, 100), greedy(8), program_id="x"))
     assert len(tokens(run_all(core)["big"])) == 8
     assert core.stats()["pins_released_under_pressure"] == 1

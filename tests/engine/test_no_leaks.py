@@ -31,9 +31,9 @@ def test_randomized_operations_leave_consistent_blocks(tiny_model):
         elif op < 0.32 and live:
             core.abort(rng.choice(live))
         elif op < 0.42:
-            core.pin(rng.choice(programs), ttl_s=rng.uniform(0, 3))
+            core.pins.pin(rng.choice(programs), ttl_s=rng.uniform(0, 3))
         elif op < 0.45:
-            core.release(rng.choice(programs))
+            core.pins.release(rng.choice(programs))
         elif op < 0.47:
             core.end_program(rng.choice(programs))
         else:

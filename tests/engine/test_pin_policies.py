@@ -63,8 +63,8 @@ def test_tool_hint_pins_learns_durations_and_the_next_turn_takes_the_pin(tiny_mo
     assert core.stats()["active_pins"] == 1  # pinned for the predicted duration
     clock.advance(1.5)
     core.add_request(req("t2", hist + [9] * 5, greedy(2), program_id="prog"))
-    assert core.predictor.samples(["pytest"]) == [2.0]  # cold key, default; but the observation is in:
-    assert list(core.predictor.per_key["pytest"]) == [1.5]
+    assert core.pins.predictor.samples(["pytest"]) == [2.0]  # cold key, default; but the observation is in:
+    assert list(core.pins.predictor.per_key["pytest"]) == [1.5]
     run_all(core)
     assert core.stats()["pin_hits"] == 1 and core.stats()["active_pins"] == 0
     core.check_no_leaks()
@@ -75,24 +75,24 @@ def test_pressure_releases_the_least_valuable_pin_first(tiny_model):
     for name, start in (("a", 3), ("b", 40)):
         core.add_request(req(name, list(range(start, start + 33)), greedy(1), program_id=name))
         run_all(core)
-    core.kv.pin("a", 100.0, value=5.0)
-    core.kv.pin("b", 100.0, value=1.0)
-    assert core.kv.release_pins_for(core.pool.num_free + 1)
-    assert set(core.kv.pins) == {"a"}
+    core.pins.pin("a", 100.0, value=5.0)
+    core.pins.pin("b", 100.0, value=1.0)
+    assert core.pins.release_least_valuable()
+    assert [p.program_id for p in core.programs.pinned()] == ["a"]
     core.check_no_leaks()
 
 
 def test_program_fcfs_runs_pinned_turns_first_and_starved_requests_before_all(tiny_model):
     clock = VirtualClock()
-    core = make_core(tiny_model, clock=clock, queue_policy="program-fcfs", max_num_seqs=1, starvation_s=10.0,
+    core = make_core(tiny_model, clock=clock, queue_policy="program-fcfs", max_num_seqs=1, starvation_s=10.0, starvation_turns=None,
                      num_kv_blocks=64)
     core.add_request(req("old1", list(range(3, 40)), greedy(1), program_id="old"))
     run_all(core)
-    core.pin("old", 100.0)
+    core.pins.pin("old", 100.0)
     clock.advance(1)
     core.add_request(req("new1", [5, 6], greedy(1), program_id="new"))
     core.add_request(req("blocker", [7, 8], greedy(1), program_id="older"))
-    core.scheduler.waiting[-1].priority_time = -5.0  # a program that started before "old"
+    core.programs.get("older").arrival = -5.0  # a program that started before "old"
     clock.advance(8)
     core.add_request(req("old2", list(range(3, 40)) + [4], greedy(1), program_id="old"))
     key = core.scheduler.policy.key

@@ -38,7 +38,8 @@ def test_multi_agent_pipeline():
 @pytest.mark.timeout(400)
 def test_openai_client_against_tether_serve():
     out = run_example("openai_client.py")
-    assert "usage:" in out
+    assert "usage:" in out and "policy: tether" in out
+    assert "policy: baseline" in run_example("openai_client.py", "--policy", "baseline")
 
 
 @pytest.mark.timeout(400)

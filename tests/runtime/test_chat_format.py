@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tether.engine import EngineConfig, Request
-from tether.engine.engine import build_core
+from tether.engine.engine import Engine
 from tether.runtime.chat_format import (ChatFormatError, ToolCallStreamFilter, apply_tools_to_messages,
                                         parse_tool_calls, render_tool_prompt)
 
@@ -90,9 +90,9 @@ def test_unrenderable_messages_are_refused_with_the_field():
 
 
 def test_engine_renders_tool_messages_with_the_chat_template(tiny_model, default_tokenizer):
-    core = build_core(EngineConfig(num_kv_blocks=4), tiny_model, default_tokenizer)
+    engine = Engine(EngineConfig(num_kv_blocks=4), hf_model=tiny_model, tokenizer=default_tokenizer)
     msgs = apply_tools_to_messages([{"role": "user", "content": "Hi"}], [WEATHER])
-    ids = core.prompt_ids(Request(messages=msgs))
+    ids = engine.render(Request(messages=msgs)).prompt_token_ids
     text = default_tokenizer.decode(ids)
     assert text.startswith("<|im_start|>system\n# Tools") and text.endswith("<|im_start|>assistant\n")
 

@@ -10,12 +10,14 @@ import asyncio
 import sys
 import time
 
+import httpx
 import pytest
 import ray
 
 from tether.agents import Agent, Context, ProgramFailed, Runtime, tool
 from tether.engine.random_model import save_random_checkpoint
 from tether.runtime.chat_format import ToolCall
+from tether.runtime.server import create_app
 
 pytestmark = pytest.mark.timeout(300)
 # Agent code defined here travels to the program actors by value (workers cannot import test modules).
@@ -62,6 +64,18 @@ def test_run_returns_the_agents_value_with_usage(rt):
     out = rt.run(chatter, input="Say something about KV caches, please, at some length.")
     assert len(out["ids"]) == 6 and out["usage"].prompt_tokens > 10 and out["usage"].ttft_s > 0
     assert out["cached"] >= 16  # the second turn hit the first one's prefix on the same replica
+
+
+def test_every_replica_runs_the_policy_and_the_server_reports_it(rt):
+    assert rt.policy == "tether"  # the default preset
+    assert [r["policy"] for r in ray.get([x.ready.remote() for x in rt.replicas])] == ["tether", "tether"]
+
+    async def ask() -> tuple[dict, dict]:
+        transport = httpx.ASGITransport(app=create_app(rt.client()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            return (await http.get("/health")).json(), (await http.get("/v1/models")).json()
+    health, models = asyncio.run(ask())
+    assert health == {"status": "ok", "policy": "tether"} and models["data"][0]["policy"] == "tether"
 
 
 def test_many_programs_run_concurrently_across_replicas(rt):

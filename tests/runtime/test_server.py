@@ -2,8 +2,9 @@
 
 One module-scoped server runs the real default model (SmolLM2-135M-Instruct,
 the session's ``default_model``). The engine is created here but only the
-server's event loop drives it. Stub clients cover what that model never does
-(tool calls, engine failures) through ``httpx.ASGITransport``.
+server's event loop drives it; its client can force a program's reply
+(``forced_output_ids``), e.g. to a tool call the 135M model would not write.
+Stub clients cover engine failures and call order through ``httpx.ASGITransport``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import openai
 import pytest
 import uvicorn
 
-from tether.engine import Engine, EngineConfig, EngineError, RequestMetrics, RequestOutput
+from tether.engine import Engine, EngineConfig, EngineError, RequestMetrics, RequestOutput, SamplingParams
 from tether.runtime.client import LLMClient, LocalClient
 from tether.runtime.openai_protocol import TokenText
 from tether.runtime.server import create_app
@@ -31,13 +32,34 @@ WEATHER = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
+SHELL = {"type": "function", "function": {
+    "name": "shell", "description": "Run a shell command",
+    "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}}
+
+
+class _ForcingClient(LocalClient):
+    """The in-process client, emitting ``forced[program_id]`` (token ids) for that program's requests."""
+
+    def __init__(self, engine: Engine, model_name: str):
+        super().__init__(engine, model_name)
+        self.forced: dict[str, list[int]] = {}
+
+    def generate(self, request):
+        ids = self.forced.get(request.program_id)
+        if ids is not None:
+            sampling = SamplingParams(**{**request.sampling.model_dump(), "forced_output_ids": ids})
+            request = request.model_copy(update={"sampling": sampling})
+        return super().generate(request)
+
+
 @pytest.fixture(scope="module")
 def server(default_model):
     engine = Engine(EngineConfig(num_kv_blocks=256, max_num_batched_tokens=256), hf_model=default_model.hf_model,
                     tokenizer=default_model.tokenizer)
     events: list = []
     engine.add_listener(events.append)  # called from the step thread; list.append is atomic
-    app = create_app(LocalClient(engine), model_name=MODEL)
+    client = _ForcingClient(engine, MODEL)
+    app = create_app(client, model_name=MODEL)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=srv.run, name="tether-test-server", daemon=True)
     thread.start()
@@ -47,7 +69,7 @@ def server(default_model):
         time.sleep(0.02)
     port = srv.servers[0].sockets[0].getsockname()[1]
     base = f"http://127.0.0.1:{port}"
-    yield SimpleNamespace(base=base, engine=engine, events=events,
+    yield SimpleNamespace(base=base, engine=engine, events=events, client=client,
                           oai=openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=60))
     srv.should_exit = True
     thread.join(timeout=10)
@@ -72,10 +94,13 @@ def assert_openai_error(resp: httpx.Response, status: int = 400, param: str | No
 
 # ---- basics -------------------------------------------------------------------------
 
-def test_health_and_models(server):
-    assert httpx.get(f"{server.base}/health").json() == {"status": "ok"}
-    assert [m.id for m in server.oai.models.list()] == [MODEL]
-    assert server.oai.models.retrieve(MODEL).owned_by == "tether"
+def test_health_and_models_report_the_policy(server):
+    assert server.engine.config.policy == "tether"  # the default preset
+    assert httpx.get(f"{server.base}/health").json() == {"status": "ok", "policy": "tether"}
+    models = server.oai.models.list().data
+    assert [m.id for m in models] == [MODEL] and models[0].policy == "tether"
+    card = server.oai.models.retrieve(MODEL)
+    assert card.owned_by == "tether" and card.policy == "tether"
 
 
 def test_plain_chat_completion(server):
@@ -197,13 +222,60 @@ def test_tool_conversation_round_trip_and_streamed_tools(server):
 
 # ---- program extensions -------------------------------------------------------------
 
+def _hints(server, program_id: str) -> list[list[str]]:
+    return [e.data["tools"] for e in list(server.events) if e.kind == "tool_call" and e.program_id == program_id]
+
+
 def test_program_fields_reach_the_engine(server):
+    before = server.engine.stats()
     chat(server, max_tokens=2, extra_body={"program_id": "prog-1", "turn": 1, "tool_hint": ["search"]})
-    assert server.engine.core.last_tools["prog-1"] == ["search"]
+    assert _hints(server, "prog-1") == [["search"]]  # sent when the reply finished, before the response
+    chat(server, max_tokens=2, extra_body={"program_id": "prog-1", "turn": 2,
+                                            "tool_hint": {"name": "bash", "arguments": '{"command": "make -j4"}'}})
+    assert _hints(server, "prog-1") == [["search"], ["make"]]
     chat(server, max_tokens=2, extra_body={"program_id": "prog-1", "is_last_turn": True, "tool_hint": "grep"})
-    hints = [e.data["tools"] for e in server.events if e.kind == "tool_call" and e.program_id == "prog-1"]
-    assert hints == [["search"], ["grep"]]
-    assert "prog-1" not in server.engine.core.last_tools  # end_program forgot it
+    assert _hints(server, "prog-1") == [["search"], ["make"]]  # the last turn: no next turn to keep the KV for
+    after = server.engine.stats()
+    assert after["tool_hints"] - before["tool_hints"] == 2
+    assert after["programs_ended"] - before["programs_ended"] == 1
+
+
+def _force(server, program_id: str, text: str) -> None:
+    server.client.forced[program_id] = server.engine.tokenizer.encode(text, add_special_tokens=False)
+
+
+PYTEST_CALL = '<tool_call>{"name": "shell", "arguments": {"command": "cd /tmp && pytest -q"}}</tool_call>'
+
+
+def test_a_replys_tool_call_is_hinted_when_the_reply_finishes(server):
+    """No ``tool_hint`` from the client: the server keys the parsed shell call by its program."""
+    _force(server, "prog-shell", PYTEST_CALL)
+    msgs = [{"role": "user", "content": "Run the tests."}]
+    r = chat(server, messages=msgs, tools=[SHELL], extra_body={"program_id": "prog-shell", "turn": 0})
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert json.loads(r.choices[0].message.tool_calls[0].function.arguments) == {"command": "cd /tmp && pytest -q"}
+    assert _hints(server, "prog-shell") == [["pytest"]]  # already there when the response arrived
+
+    _force(server, "prog-shell-stream", PYTEST_CALL)
+    seen_at_calls = None
+    for chunk in chat(server, messages=msgs, tools=[SHELL], stream=True,
+                      extra_body={"program_id": "prog-shell-stream"}):
+        if chunk.choices and chunk.choices[0].delta.tool_calls:
+            seen_at_calls = _hints(server, "prog-shell-stream")  # the engine heard before the client saw the calls
+    assert seen_at_calls == [["pytest"]]
+    assert _hints(server, "prog-shell-stream") == [["pytest"]]
+
+    # a turn without tool calls hints nothing, and an explicit [] suppresses the hint
+    for pid in ("prog-shell", "prog-shell-stream"):
+        server.client.forced.pop(pid)
+        chat(server, max_tokens=1, extra_body={"program_id": pid})
+        assert _hints(server, pid) == [["pytest"]]
+    _force(server, "prog-quiet", PYTEST_CALL)
+    r = chat(server, messages=msgs, tools=[SHELL], extra_body={"program_id": "prog-quiet", "tool_hint": []})
+    assert r.choices[0].finish_reason == "tool_calls" and _hints(server, "prog-quiet") == []
+    server.client.forced.pop("prog-quiet")
+    for pid in ("prog-shell", "prog-shell-stream", "prog-quiet"):  # end the programs (and their pins)
+        chat(server, max_tokens=1, extra_body={"program_id": pid, "is_last_turn": True})
 
 
 def test_client_disconnect_aborts_the_stream(server):
@@ -246,6 +318,9 @@ def test_bad_json_and_bad_fields_get_openai_errors(server):
                         param="messages.0.role")
     assert_openai_error(httpx.post(url, json={"messages": ASK, "max_tokens": "many"}), param="max_tokens")
     assert_openai_error(httpx.post(url, json={"messages": ASK, "tool_hint": "x"}), param="tool_hint")
+    bad_args = {"name": "bash", "arguments": "{not json"}
+    assert_openai_error(httpx.post(url, json={"messages": ASK, "program_id": "p", "tool_hint": [bad_args]}),
+                        param="tool_hint")
     assert_openai_error(httpx.post(f"{server.base}/v1/completions", json={"prompt": []}), param="prompt")
     assert_openai_error(httpx.post(f"{server.base}/v1/nope", json={}), status=404)
 
@@ -321,7 +396,7 @@ class _StubClient(LLMClient):
     model_name, tokenizer = "stub", None
 
     def __init__(self, text: str, hang: bool = False):
-        self.text, self.hang, self.ended = text, hang, []
+        self.text, self.hang, self.ended, self.log = text, hang, [], []
 
     async def generate(self, request):
         yield RequestOutput(request.request_id, [5], self.text, finished=not self.hang,
@@ -331,11 +406,15 @@ class _StubClient(LLMClient):
 
     async def abort(self, request_id): ...
     async def stats(self): return {}
-    async def tool_hint(self, program_id, tool_names): ...
+
+    async def tool_hint(self, program_id, tool_names):
+        await asyncio.sleep(0.01)
+        self.log.append(("hint", program_id, list(tool_names)))
 
     async def end_program(self, program_id):
         await asyncio.sleep(0.01)  # a round trip, as to an engine replica
         self.ended.append(program_id)
+        self.log.append(("end", program_id))
 
 
 def _assert_weather_call(calls: list[dict]) -> None:
@@ -357,6 +436,25 @@ async def test_tool_calls_plain_and_streamed():
     assert "".join(d.get("content") or "" for d in deltas) == ""  # the <tool_call> block is not streamed as text
     _assert_weather_call([tc for d in deltas for tc in d.get("tool_calls", [])])
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls" and streamed.text.endswith("data: [DONE]\n\n")
+
+
+async def test_parsed_calls_are_hinted_once_per_reply_and_an_explicit_hint_wins():
+    client = _StubClient(TOOL_CALL)
+    body = {"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [WEATHER]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(client)), base_url="http://t") as http:
+        await http.post("/v1/chat/completions", json=body)  # no program: nothing to hint
+        assert client.log == []
+        for stream in (False, True):
+            await http.post("/v1/chat/completions", json={**body, "stream": stream, "program_id": f"p-{stream}"})
+        await http.post("/v1/chat/completions", json={**body, "program_id": "p-x",
+                                                      "tool_hint": ["search", {"name": "bash", "arguments": {
+                                                          "command": "cd /repo && FOO=1 pytest -x"}}]})
+        await http.post("/v1/completions", json={"prompt": [1, 2], "program_id": "p-c", "tool_hint": "grep"})
+        await http.post("/v1/chat/completions", json={**body, "program_id": "p-none", "tool_hint": []})
+        await http.post("/v1/chat/completions", json={**body, "program_id": "p-last", "is_last_turn": True})
+    assert client.log == [("hint", "p-False", ["get_weather"]), ("hint", "p-True", ["get_weather"]),
+                          ("hint", "p-x", ["search", "pytest"]), ("hint", "p-c", ["grep"]),
+                          ("end", "p-last")]  # a last turn's calls keep nothing: no hint
 
 
 async def test_stream_cleanup_completes_when_the_client_disconnects():

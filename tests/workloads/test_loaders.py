@@ -1,11 +1,11 @@
-"""Trajectory loaders on the shared real traces, the tokenizer path, and bad-file errors."""
+"""Trajectory loaders on the real sample traces in tests/data/traces, the tokenizer path, and bad-file
+errors."""
 
 from __future__ import annotations
 
 import copy
 import csv
 import json
-import os
 import re
 from pathlib import Path
 
@@ -19,18 +19,14 @@ from tether.workloads.synth import synthesize
 from tether.workloads.tokenize import render_messages, synthetic_token_ids
 from tether.workloads.trace import TraceError
 
-TRACES = Path(os.environ.get("TETHER_TRACES") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data" /
-              "traces").resolve()
+REPO = Path(__file__).resolve().parents[2]
+TRACES = REPO / "tests" / "data" / "traces"  # public samples, with their licenses and README
 SWE_FC = "swe-agent_marshmallow-1867_function-calling.traj"
 SWE_TEST = "swe-agent_test-repo-1c2844.traj"
 MINI = "mini-swe-agent_github_issue.traj.json"
 ROUNDS = "tracelab_round_trace.jsonl"
 CSV = "tracelab_multi_session_large.csv"
 ACTION = re.compile(r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```", re.DOTALL)
-
-needs_traces = pytest.mark.skipif(not (TRACES / SWE_FC).exists(),
-                                  reason=f"shared traces not found at {TRACES} (set TETHER_TRACES to the folder)")
-
 
 def _json(name):
     return json.loads((TRACES / name).read_text())
@@ -40,16 +36,14 @@ def _tools(program):
     return [t.tool for t in program.turns]
 
 
-# ---- shared files --------------------------------------------------------------------
+# ---- the sample files ----------------------------------------------------------------
 
-@needs_traces
-def test_detects_every_shared_format():
+def test_detects_every_sample_format():
     assert {n: detect_format(TRACES / n) for n in (SWE_FC, SWE_TEST, MINI, ROUNDS, CSV)} == {
         SWE_FC: "swe-agent", SWE_TEST: "swe-agent", MINI: "mini-swe-agent", ROUNDS: "tracelab-rounds",
         CSV: "tracelab-csv"}
 
 
-@needs_traces
 def test_swe_agent_function_calling():
     raw = _json(SWE_FC)
     (p,) = load_trajectories(TRACES / SWE_FC).programs
@@ -72,7 +66,6 @@ def test_swe_agent_function_calling():
     assert all(t.append_tokens > 0 and t.output_tokens > 0 for t in p.turns)
 
 
-@needs_traces
 def test_swe_agent_history_that_stops_before_the_last_step():
     raw = _json(SWE_TEST)
     (p,) = load_trajectories(TRACES / SWE_TEST).programs
@@ -84,7 +77,6 @@ def test_swe_agent_history_that_stops_before_the_last_step():
     assert p.turns[4].append_messages == [{"role": "tool", "content": raw["history"][9]["content"]}]
 
 
-@needs_traces
 def test_mini_swe_agent_older_form_draws_durations():
     (p,) = load_trajectories(TRACES / MINI, seed=0).programs
     assert len(p.turns) == 10
@@ -106,7 +98,7 @@ def test_mini_swe_agent_older_form_draws_durations():
 
 
 def _newer_mini(messages):
-    """The older shared file rewritten in mini-swe-agent v2's shape: ``extra`` with timestamps and usage."""
+    """The older sample file rewritten in mini-swe-agent v2's shape: ``extra`` with timestamps and usage."""
     out, t, prompt, completion, k = [], 1.75e9, None, None, 0
     durations, gains, completions = [], [], []
     for i, m in enumerate(messages):
@@ -133,7 +125,6 @@ def _newer_mini(messages):
         durations, gains, completions
 
 
-@needs_traces
 def test_mini_swe_agent_newer_form_uses_timestamps_and_usage(tmp_path):
     data, durations, gains, completions = _newer_mini(_json(MINI))
     f = tmp_path / "newer.traj.json"
@@ -171,7 +162,6 @@ def _to_openai(messages):
     return out
 
 
-@needs_traces
 @pytest.mark.parametrize("shape", ["list", "object", "jsonl"])
 def test_openai_messages(tmp_path, shape):
     conv = _to_openai(_json(MINI))
@@ -199,7 +189,6 @@ def test_openai_messages(tmp_path, shape):
     assert '<tool_call>{"name": "bash"' in p.turns[0].output_text
 
 
-@needs_traces
 def test_tracelab_round_trace():
     rows = [json.loads(x) for x in (TRACES / ROUNDS).read_text().splitlines() if x.strip()]
     trace = load_trajectories(TRACES / ROUNDS)
@@ -227,7 +216,6 @@ def test_tracelab_round_trace():
     assert set(trace.meta["session_start_utc"]) == {p.program_id for p in trace.programs}
 
 
-@needs_traces
 def test_tracelab_replay_csv():
     with (TRACES / CSV).open() as f:
         rows = list(csv.DictReader(f))
@@ -252,12 +240,19 @@ def test_tracelab_replay_csv():
         assert all(t.append_messages is None and t.output_text is None for t in p.turns)
 
 
-@needs_traces
 def test_folder_load_merges_every_format():
     trace = load_trajectories(TRACES)
     assert len(trace.programs) == 1 + 1 + 1 + 2 + 48
     assert trace.meta["formats"] == ["mini-swe-agent", "swe-agent", "tracelab-csv", "tracelab-rounds"]
     assert len({p.program_id for p in trace.programs}) == len(trace.programs)
+
+
+def test_load_trajectories_doctest(monkeypatch):
+    import doctest
+
+    import tether.workloads.loaders as loaders
+    monkeypatch.chdir(REPO)  # the example names its file from the repo root
+    assert doctest.testmod(loaders).failed == 0
 
 
 def test_tether_trace_loads_as_is(tmp_path):
@@ -281,7 +276,6 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(str(path))
 
 
-@needs_traces
 def test_tokenized_load_has_ids_matching_text(tokenizer):
     trace = load_trajectories(TRACES, tokenizer=tokenizer)
     fc = next(p for p in trace.programs if p.program_id.startswith("swe-agent_marshmallow"))
@@ -310,7 +304,6 @@ def _write(tmp_path, name, text):
     return f
 
 
-@needs_traces
 def test_swe_agent_bad_fields_name_file_and_field(tmp_path):
     raw = _json(SWE_FC)
     neg = copy.deepcopy(raw)
@@ -325,7 +318,6 @@ def test_swe_agent_bad_fields_name_file_and_field(tmp_path):
         load_trajectories(f)
 
 
-@needs_traces
 def test_tracelab_bad_rows_name_line_and_field(tmp_path):
     lines = (TRACES / ROUNDS).read_text().splitlines()
     row = json.loads(lines[2])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tether.workloads.metrics import summarize
-from tether.workloads.policies import get_policies
+from tether.engine.policies import parse_policies
 from tether.workloads.replay import run_policies
 from tether.workloads.replay_common import ReplaySettings
 from tether.workloads.synth import synthesize
@@ -21,7 +21,7 @@ def trace():
 
 
 def _jct(trace, blocks: int) -> dict[str, dict]:
-    runs = run_policies(trace, get_policies("baseline,continuum-fixed,tether"),
+    runs = run_policies(trace, parse_policies("baseline,continuum-fixed,tether"),
                         ReplaySettings(kv_blocks=blocks, host_kv_blocks=blocks, concurrency=CONCURRENCY))
     return {r.policy: summarize(r) for r in runs}
 

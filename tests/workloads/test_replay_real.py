@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from small_trace import small_trace, turns_by_program
-from tether.workloads.policies import get_policies
+from tether.engine.policies import parse_policies
 from tether.workloads.replay import run_policies
 from tether.workloads.replay_common import ReplaySettings
 
@@ -14,7 +14,7 @@ from tether.workloads.replay_common import ReplaySettings
 def test_real_replay_prompts_equal_the_trace():
     trace = small_trace(programs=2, turns=3, append=40, output=6, tool_s=0.2, gap_s=0.1)
     settings = ReplaySettings(kv_blocks=512, max_num_batched_tokens=256)
-    [run] = run_policies(trace, get_policies("baseline"), settings, "real")
+    [run] = run_policies(trace, parse_policies("baseline"), settings, "real")
     assert len(run.turns) == 6
     for t, r, prev, expected in turns_by_program(trace, run):
         assert r.prompt_tokens == expected and r.output_tokens == t.output_tokens
@@ -31,6 +31,7 @@ def test_replay_program_hints_only_real_tools():
     from types import SimpleNamespace
 
     from tether.workloads.replay_real import TurnPlan, replay_program
+    from tether.workloads.trace import ToolCallRecord
 
     hints, prompts = [], []
 
@@ -45,7 +46,8 @@ def test_replay_program_hints_only_real_tools():
         async def tool_hint(self, program_id, names):
             hints.append(names)
 
-    plan = [TurnPlan([1, 2], [3], "ls", 0.0), TurnPlan([4], [5], None, 0.0), TurnPlan([6], [7], None, 0.0)]
+    ls = ToolCallRecord(name="ls", duration_s=0.0)
+    plan = [TurnPlan([1, 2], [3], ls, 0.0), TurnPlan([4], [5], None, 0.0), TurnPlan([6], [7], None, 0.0)]
     services = SimpleNamespace(llm=FakeLLM(), program_id="p")
     records = asyncio.run(replay_program(services, plan, 0.0))
     assert len(records) == 3 and prompts == [2, 4, 6]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from small_trace import small_trace, turns_by_program
 from tether.engine.latency_profile import LatencyProfile
-from tether.workloads.policies import get_policies
+from tether.engine.policies import parse_policies
 from tether.workloads.replay import run_policies
 from tether.workloads.replay_common import ReplaySettings
 
@@ -13,7 +13,7 @@ PROFILE = LatencyProfile(name="test", base_s=0.005, per_seq_s=1e-4, per_token_s=
 
 def _run(trace, **kw):
     settings = ReplaySettings(**{"kv_blocks": 4096, "max_num_batched_tokens": 256, **kw})
-    return run_policies(trace, get_policies("baseline"), settings, "sim", PROFILE)[0]
+    return run_policies(trace, parse_policies("baseline"), settings, "sim", PROFILE)[0]
 
 
 def test_same_inputs_give_identical_results():

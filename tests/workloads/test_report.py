@@ -84,3 +84,60 @@ def test_write_results_rejects_bad_input(tmp_path: Path):
 
 def test_docstring_examples():
     assert doctest.testmod(report).failed == 0
+
+
+def test_runs_file_round_trips_and_drops_only_repeated_kv_samples(tmp_path: Path):
+    run = run_for("vllm")
+    run.kv_samples[1:1] = [KVSample(0.5, 4, 0, 0), KVSample(0.7, 4, 0, 0)]  # repeats: left out
+    (back,) = report.load_runs(report.save_runs([run], tmp_path / "runs.json.gz"))
+    assert back.turns == run.turns and back.program_arrivals == run.program_arrivals
+    assert back.kv_samples == [run.kv_samples[0], *run.kv_samples[3:]]
+    assert summarize(back) == summarize(run)  # the time-weighted KV mean included
+    again = tmp_path / "again.json.gz"
+    report.save_runs([back], again)
+    assert again.read_bytes() == (tmp_path / "runs.json.gz").read_bytes()  # no timestamp in the gzip
+
+    run.turns[0].finished_s += 1.23e-7  # times are kept to the microsecond
+    (back,) = report.load_runs(report.save_runs([run], tmp_path / "runs.json.gz"))
+    assert back.turns[0].finished_s == 1.0
+
+
+def test_many_kv_samples_are_thinned_keeping_peaks_and_ends():
+    samples = [KVSample(i * 0.01, (i * 7919) % 500, (i * 104729) % 90, 0) for i in range(50_000)]
+    samples[31_337].used_blocks = 999
+    thin = report.thin_kv_samples(samples, buckets=100)
+    assert len(thin) <= 4 * 100 + 1 and thin == sorted(thin, key=lambda k: k.time_s)
+    assert thin[0] == samples[0] and thin[-1] == samples[-1]
+    assert max(k.used_blocks for k in thin) == 999 and min(k.used_blocks for k in thin) == 0
+    assert max(k.pinned_blocks for k in thin) == 89
+
+
+def test_cli_report_writes_csvs_and_plots_again(tmp_path: Path, capsys):
+    from tether import cli
+    from tether.workloads.synth import synthesize
+    trace = synthesize(3, seed=0, concurrency=2).save(tmp_path / "t.jsonl")
+    out = tmp_path / "out"
+    cli.main(["replay", str(trace), "--kv-blocks", "4096", "--token-scale", "0.05", "--policies",
+              "baseline,tether", "--out", str(out)])
+    derived = sorted(p.name for p in out.iterdir() if p.suffix in (".csv", ".png"))
+    assert derived == ["jct_cdf.png", "kv_usage.png", "timeline_baseline.png", "timeline_tether.png",
+                       "turns_baseline.csv", "turns_tether.csv"]
+    before = {name: (out / name).read_bytes() for name in [*derived, "table.txt"]}
+    for name in derived:
+        (out / name).unlink()
+    (out / "table.txt").unlink()
+    capsys.readouterr()
+
+    assert cli.main(["report", str(out)]) == 0
+    assert "wrote 2 CSVs, 4 plots" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".csv", ".png")) == derived
+    assert {name: (out / name).read_bytes() for name in before} == before  # the very same files
+    assert all(before[name][:8] == PNG_MAGIC for name in derived if name.endswith(".png"))
+
+
+def test_cli_report_names_a_missing_runs_file(tmp_path: Path, capsys):
+    from tether import cli
+    write_results(tmp_path, [run_for("vllm")])
+    (tmp_path / "runs.json.gz").unlink()
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "runs.json.gz: missing" in capsys.readouterr().err

@@ -31,7 +31,8 @@ from typing import Any
 
 from ..durations import classify_command, command_program, program_rng
 from ..trace import Trace, TraceError
-from .openai_messages import ToolInfo, conversation_to_program, file_stem, openai_tool
+from .formats import TRACE_FORMATS, TraceFormat
+from .openai_messages import ToolInfo, conversation_to_program, file_stem, has_messages, openai_tool
 
 # The action block: mini-swe-agent v2 writes ```mswea_bash_command, v1 wrote ```bash.
 ACTION_RE = re.compile(r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```", re.DOTALL)
@@ -150,3 +151,9 @@ def timestamp(msg: dict[str, Any], field: str) -> float | None:
 
 def _shell(command: str) -> ToolInfo:
     return command_program(command) or "bash", classify_command(command), {"command": command}
+
+
+TRACE_FORMATS.register("mini-swe-agent", TraceFormat(
+    suffixes=(".traj", ".json"), description="a mini-swe-agent trajectory (.traj.json/.json)",
+    detect=lambda path, content: has_messages(content.json) and is_mini_swe_agent(content.json),
+    load=lambda path, content, seed: load_mini_swe_agent(path, content.json, seed)))

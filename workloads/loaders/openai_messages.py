@@ -39,6 +39,7 @@ from ..durations import classify_command, classify_tool, command_program, draw_d
     shell_command_of
 from ..tokenize import estimate_tokens, message_text, render_messages
 from ..trace import Program, ToolCallRecord, Trace, TraceError, Turn, describe_validation_error, iter_json_lines
+from .formats import TRACE_FORMATS, FileContent, TraceFormat
 
 PROMPT_ROLES = ("system", "developer", "user", "tool", "function")  # what the next LLM call reads
 
@@ -232,3 +233,29 @@ def _conversation(where: str, obj: Any, index: int | None) -> tuple[str, str | N
 
 def _is_message(obj: Any) -> bool:
     return isinstance(obj, dict) and "role" in obj
+
+
+def has_messages(data: Any) -> bool:
+    """Whether parsed JSON holds chat messages: ``{"messages": [...]}``, a message list (any element
+    with a role; the loader names a malformed one), or a list of conversations."""
+    if isinstance(data, dict):
+        return isinstance(data.get("messages"), list)
+    if not isinstance(data, list) or not data:
+        return False
+    return any(isinstance(x, dict) and "role" in x for x in data) or all(
+        isinstance(x, list) or (isinstance(x, dict) and "messages" in x) for x in data)
+
+
+def _detect(path: Path, content: FileContent) -> bool:
+    if path.name.lower().endswith(".jsonl"):  # one conversation (or one message) per line
+        return isinstance(content.first_row, (list, dict))
+    return has_messages(content.json)
+
+
+# The generic chat shape: tried after the formats that refine it (mini-swe-agent) or share its
+# suffixes (tether and TraceLab JSON lines).
+TRACE_FORMATS.register("openai-messages", TraceFormat(
+    suffixes=(".traj", ".json", ".jsonl"), description="an OpenAI-style message list (.json/.jsonl)",
+    detect=_detect, fallback=True,
+    load=lambda path, content, seed: load_openai_messages(
+        path, None if path.name.lower().endswith(".jsonl") else content.json, seed)))

@@ -31,6 +31,7 @@ from typing import Any
 from ..durations import classify_command, command_program, program_rng
 from ..tokenize import estimate_tokens, message_text, render_messages
 from ..trace import Trace, TraceError
+from .formats import TRACE_FORMATS, TraceFormat
 from .openai_messages import PROMPT_ROLES, build_program, file_stem, make_turn, render_output, tool_from_call, \
     tool_record
 
@@ -141,3 +142,9 @@ def _from_observations(steps: list[dict]) -> list[list[dict]]:
     for s in steps[:-1]:
         out.append([{"role": "user", "content": message_text(s.get("observation"))}])
     return out
+
+
+TRACE_FORMATS.register("swe-agent", TraceFormat(
+    suffixes=(".traj", ".json"), description="a SWE-agent .traj",
+    detect=lambda path, content: is_swe_agent(content.json),
+    load=lambda path, content, seed: load_swe_agent(path, content.json, seed)))

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..durations import classify_tool, program_rng
 from ..trace import Trace, TraceError, Turn, iter_json_lines
+from .formats import TRACE_FORMATS, TraceFormat
 from .openai_messages import build_program, file_stem, make_turn, tool_record
 
 CSV_REQUIRED = ("session_id", "round_idx", "input_len", "output_len", "tool_wait_after_ms")
@@ -208,3 +209,14 @@ def _time(value: Any, where: str) -> float | None:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise TraceError(f"{where}: not an ISO timestamp ({value!r})") from None
+
+
+TRACE_FORMATS.register("tracelab-rounds", TraceFormat(
+    suffixes=(".jsonl",), description="a TraceLab round trace (.jsonl)",
+    detect=lambda path, content: is_round_row(content.first_row),
+    load=lambda path, content, seed: load_tracelab_rounds(path, seed)))
+
+TRACE_FORMATS.register("tracelab-csv", TraceFormat(
+    suffixes=(".csv",), description="a TraceLab replay CSV",
+    detect=lambda path, content: True,  # its columns are checked on load, naming the missing ones
+    load=lambda path, content, seed: load_tracelab_csv(path, seed)))
