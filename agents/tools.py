@@ -48,20 +48,24 @@ class ToolOutput(str):
     """A tool's result text; ``is_error`` tells failures from ordinary output.
 
     A plain ``str`` everywhere else, so callers that only want text need not care.
-    The runtime's tool executor reads ``is_error`` by duck typing (it may not
-    import this package).
+    ``metadata`` is for the program, not the model (e.g. the built-in shell
+    tool's ``{"isolation": "bwrap", "exit_code": 0, ...}``). The runtime's tool
+    executor reads both by duck typing (it may not import this package). A tool
+    function may return a ``ToolOutput`` itself; ``invoke`` passes it through.
     """
 
     is_error: bool = False
+    metadata: dict[str, Any] | None = None
 
-    def __new__(cls, text: str, is_error: bool = False) -> ToolOutput:
+    def __new__(cls, text: str, is_error: bool = False, metadata: dict[str, Any] | None = None) -> ToolOutput:
         out = super().__new__(cls, text)
         out.is_error = is_error
+        out.metadata = metadata
         return out
 
     def __reduce__(self):
         # str subclasses pickle their value but not instance attributes by default.
-        return (ToolOutput, (str(self), self.is_error))
+        return (ToolOutput, (str(self), self.is_error, self.metadata))
 
 
 class Tool:
@@ -171,6 +175,8 @@ class Tool:
                     result = await result
         except Exception as e:  # the model should see the failure, not the program
             return ToolOutput(f"error: {type(e).__name__}: {e}", is_error=True)
+        if isinstance(result, ToolOutput):  # already rendered, with its flag and metadata
+            return result
         try:
             return ToolOutput(_to_text(result))
         except Exception as e:
@@ -189,14 +195,22 @@ class Tool:
         # The generated pydantic model is a dynamic class: rebuild it on the
         # other side. Ship the resolved type hints rather than re-resolving
         # them there, since string annotations may name types that a function
-        # pickled by value does not carry along.
+        # pickled by value does not carry along. Attributes set on the tool
+        # after it was made (e.g. a built-in tool's ``sandbox``) travel as state.
+        extra = {k: v for k, v in self.__dict__.items() if k not in _SETUP_ATTRIBUTES}
         return (
             _rebuild_tool,
             (self.fn, self.name, self.description, self.timeout_s, self._hints),
+            extra or None,
         )
 
     def __repr__(self) -> str:
         return f"Tool(name={self.name!r}, timeout_s={self.timeout_s!r})"
+
+
+_SETUP_ATTRIBUTES = frozenset(
+    {"fn", "name", "description", "timeout_s", "_hints", "args_model", "parameters", "_is_async"}
+)
 
 
 def _rebuild_tool(fn, name, description, timeout_s, hints) -> Tool:

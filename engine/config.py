@@ -40,6 +40,9 @@ class EngineConfig(BaseModel):
     max_model_len: int | None = Field(default=None, ge=1, description="default: the model's own")
     enable_prefix_caching: bool = True
     seed: int = 0
+    max_programs: int = Field(default=100_000, ge=1, description="programs the engine tracks at most")
+    program_idle_s: float | None = Field(default=None, gt=0, description="forget a program idle this long "
+                                         "(None: 10 times the longest tool call seen, at least 600 s)")
 
     # ---- scheduling: a preset fills what is not given ----
     policy: str = DEFAULT_POLICY

@@ -17,6 +17,7 @@ from tether.engine.clock import Clock, RealClock
 from tether.engine.config import EngineConfig
 from tether.engine.eviction import EVICTION_POLICIES
 from tether.engine.events import EventBus, Listener
+from tether.engine.fault_isolation import execute_isolating
 from tether.engine.host_tier import HostTier
 from tether.engine.kv_manager import KVCacheManager
 from tether.engine.pins import PinController
@@ -26,6 +27,7 @@ from tether.engine.request import Request, RequestOutput, RequestRejected, check
 from tether.engine.runner import Runner
 from tether.engine.scheduler import Scheduler
 from tether.engine.sequence import Sequence, stop_reason
+from tether.engine.stats import collect_stats
 from tether.engine.tool_predictor import EmpiricalPredictor
 from tether.engine.ttl_policy import TTL_RULES
 
@@ -50,14 +52,16 @@ class EngineCore:
         host_blocks = config.host_blocks(num_blocks)
         self.kv = KVCacheManager(self.pool, self.clock, self.events, config.enable_prefix_caching,
                                  HostTier(host_blocks) if host_blocks else None, config.host_tier)
-        self.programs = ProgramTable()
+        self.programs = ProgramTable(config.max_programs)
+        self._next_program_expiry = 0.0
         self.pins = PinController(self.programs, self.kv, TTL_RULES.get(config.pin_policy).from_config(config),
                                   EmpiricalPredictor(), self.clock, self.events, runner)
         policy = QUEUE_POLICIES.get(config.queue_policy).from_config(config, self.clock, self.programs)
         self.scheduler = Scheduler(self.kv, self.pins, policy, self.clock, self.events, config)
         self.seqs: dict[str, Sequence] = {}
         self.lock = threading.RLock()
-        self.counters = {"requests": 0, "finished": 0, "aborted": 0, "prompt_tokens": 0, "programs_ended": 0}
+        self.counters = {"requests": 0, "finished": 0, "aborted": 0, "prompt_tokens": 0, "programs_ended": 0,
+                         "programs_expired": 0}
         self.finished_metrics: list = []
 
     def add_listener(self, listener: Listener) -> None:
@@ -103,7 +107,9 @@ class EngineCore:
         Returns the tokens the TTL rule pinned (0: none)."""
         with self.lock:
             queue = sum(s.num_tokens - s.num_computed_tokens for s in self.scheduler.waiting)
-            return self.pins.tool_call(program_id, list(tool_keys), queue)
+            tokens = self.pins.tool_call(program_id, list(tool_keys), queue)
+            self._expire_programs()  # a hint may bring a new program id: keep the table bounded
+            return tokens
 
     def end_program(self, program_id: str) -> None:
         """The program is over: release its pin and host-tier claims and forget it."""
@@ -118,28 +124,43 @@ class EngineCore:
         return self.scheduler.has_work()
 
     def expire_pins(self) -> None:
+        """End pins whose TTL has passed, and forget programs idle too long (call when idle)."""
         with self.lock:
             self.pins.expire({s.program_id for s in self.scheduler.waiting if s.program_id is not None})
+            self._expire_programs()
+
+    def _expire_programs(self) -> None:
+        now = self.clock.now()
+        if now < self._next_program_expiry and len(self.programs) <= self.programs.max_programs:
+            return
+        self._next_program_expiry = now + 1.0  # a scan a second at most
+        idle = self.config.program_idle_s or max(600.0, 10 * self.programs.longest_tool_s)
+        for prog in self.programs.expire(now, idle):
+            self.programs.end(prog.program_id)
+            self.pins.program_ended(prog)
+            self.counters["programs_expired"] += 1
 
     def step(self) -> list[RequestOutput]:
         """Schedule and run one batch; returns the outputs it produced."""
         with self.lock:
+            self._expire_programs()
             batch = self.scheduler.schedule()
             try:
                 if batch.swap_out or batch.swap_in:
                     self.runner.swap(batch.swap_out, batch.swap_in)
-                if not batch.seqs:
-                    return []
-                t0 = time.perf_counter()
-                results = self.runner.execute(batch)
-                if self.events.active:
-                    self.events.emit("step", self.clock.now(), new_tokens=list(batch.num_new_tokens),
-                                     context=[s.num_computed_tokens + n for s, n in zip(batch.seqs, batch.num_new_tokens)],
-                                     duration_s=time.perf_counter() - t0)
-            except Exception as e:  # a failed forward: fail what is in flight, keep serving
+            except Exception as e:  # blocks the step reads were not loaded: fail what is in flight
                 return self._fail_all(f"engine step failed: {type(e).__name__}: {e}")
-            outputs = []
-            for seq, res in self.scheduler.update_from_output(batch, results):
+            if not batch.seqs:
+                return []
+            t0 = time.perf_counter()
+            ran, results, failed = execute_isolating(self.runner, batch)
+            if self.events.active:
+                self.events.emit("step", self.clock.now(), new_tokens=list(ran.num_new_tokens),
+                                 context=[s.num_computed_tokens + n for s, n in zip(ran.seqs, ran.num_new_tokens)],
+                                 duration_s=time.perf_counter() - t0)
+            outputs = [self._finish(seq, "error", error=f"this request failed the engine step: "
+                                    f"{type(e).__name__}: {e}") for seq, e in failed]
+            for seq, res in self.scheduler.update_from_output(ran, results):
                 lps = [res.logprobs] if res.logprobs is not None else None
                 reason = stop_reason(seq, res.token_id, self.eos_token_ids)
                 if reason is not None:
@@ -161,7 +182,7 @@ class EngineCore:
             del self.finished_metrics[:5000]
         if seq.program_id is not None:
             service = m.finished_time - (m.first_scheduled_time or m.finished_time)
-            self.programs.turn_finished(seq.program_id, hashes, service)
+            self.programs.turn_finished(seq.program_id, hashes, service, m.finished_time)
             if seq.is_last_turn:
                 self.end_program(seq.program_id)
         self.events.emit("finished", m.finished_time, seq.request_id, seq.program_id, reason=reason,
@@ -174,22 +195,9 @@ class EngineCore:
 
     # ---- introspection ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Counters and gauges: tokens, prefix hits, evictions, pins, KV usage, TTFT."""
+        """Counters and gauges: tokens, prefix hits, evictions, pins, programs, KV usage, TTFT."""
         with self.lock:
-            c = {**self.counters, **self.scheduler.counters, **self.kv.counters, **self.pins.counters}
-            q = c["prefix_query_tokens"]
-            ttfts = sorted(m.ttft for m in self.finished_metrics if m.ttft is not None)
-            c.update(
-                prefix_hit_rate=c["prefix_hit_tokens"] / q if q else 0.0,
-                evicted_tokens=self.pool.evicted_blocks * self.pool.block_size,
-                running=len(self.scheduler.running), waiting=len(self.scheduler.waiting),
-                kv_blocks_total=self.pool.num_blocks, kv_blocks_used=self.pool.num_used,
-                kv_blocks_cached_free=self.pool.num_cached_free, pinned_blocks=self.pins.pinned_blocks,
-                host_blocks=len(self.kv.host) if self.kv.host is not None else 0,
-                active_pins=len(self.programs.pinned()), programs=len(self.programs),
-                ttft_mean=sum(ttfts) / len(ttfts) if ttfts else None,
-                ttft_p50=ttfts[len(ttfts) // 2] if ttfts else None)
-            return c
+            return collect_stats(self)
 
     def check_no_leaks(self) -> None:
         """Assert block accounting is consistent: refs equal table and pin holdings."""

@@ -40,7 +40,8 @@ def register_preset(preset: PolicyPreset) -> PolicyPreset:
 
 
 # Fields every preset sets, so a preset never inherits another's choice.
-_VLLM = {"queue_policy": "fcfs", "eviction_policy": "lru", "pin_policy": "none", "starvation_s": None,
+_VLLM = {"queue_policy": "fcfs", "eviction_policy": "lru", "pin_policy": "none", "max_pin_share": 0.5,
+         "starvation_s": None,
          "starvation_turns": None, "pins_yield_to": "any", "pin_pressure": "release-first",
          "admit_whole_prompt": False, "host_tier": "off"}
 
@@ -52,7 +53,7 @@ register_preset(PolicyPreset(
     "evicted prefix-cache block goes to host memory under LRU and comes back by copy",
     dict(_VLLM, host_tier="all")))
 register_preset(PolicyPreset(
-    "continuum-fixed", "Continuum's released scheduler: program FCFS, pin 2 s when the tool's mean is under "
+    "continuum-fixed", "Continuum's released scheduler: program FCFS, pin 2 s when the tool's mean is at most "
     "2 s or the tool is new; no starvation rule; pins end for admission only when nothing runs; a running "
     "request short of blocks preempts the youngest program first and keeps pins; with the LMCache CPU "
     "offload tier its README shows",
@@ -60,11 +61,14 @@ register_preset(PolicyPreset(
          pin_pressure="preempt-first", host_tier="all")))
 register_preset(PolicyPreset(
     "tether", "program FCFS with pinned turns first; TTL by cost-benefit over each tool's learned duration "
-    "distribution, pins capped at half the pool; a request waiting longer than one recent turn service "
-    "time is starved: it goes first and only it may end pins; other prompts are admitted only when all of "
-    "their chunks fit; evicted blocks of programs in a tool call go to the host tier",
-    dict(_VLLM, queue_policy="program-fcfs", pin_policy="cost-benefit", starvation_turns=1.0,
-         starvation_s=60.0, pins_yield_to="starved", admit_whole_prompt=True, host_tier="programs")))
+    "distribution, pins capped at 80% of the pool; a request waiting longer than three recent turn service "
+    "times for its first token is starved and goes first; other prompts are admitted only when all of their "
+    "chunks fit; pins end for admission only while nothing runs; a running request short of blocks preempts "
+    "the lowest-priority request first and ends pins only when at most one runs; every evicted block goes "
+    "to the host tier",
+    dict(_VLLM, queue_policy="program-fcfs", pin_policy="cost-benefit", max_pin_share=0.8, starvation_turns=3.0,
+         starvation_s=60.0, pins_yield_to="idle", pin_pressure="preempt-first", admit_whole_prompt=True,
+         host_tier="all")))
 
 
 def parse_policies(names: str | list[str]) -> list[PolicyPreset]:

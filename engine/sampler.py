@@ -40,6 +40,9 @@ class Sampler:
         ``forced[i]``, when not None, is emitted instead of a sampled token
         (``forced_output_ids``); its logprob is still the model's.
         """
+        # Generators first: a bad seed fails here, before any row has drawn from its generator.
+        gens = [None if forced[i] is not None or p.greedy else self._generator(request_ids[i], p)
+                for i, p in enumerate(params)]
         greedy = logits.argmax(dim=-1).tolist()  # on the logits' device: only n ids cross
         # Only the rows that sample or report logprobs come to the host.
         host_rows = [i for i, p in enumerate(params)
@@ -55,7 +58,7 @@ class Sampler:
             elif p.greedy:
                 tok = greedy[i]
             else:
-                tok = self._sample_row(host[row[i]], p, self._generator(request_ids[i], p))
+                tok = self._sample_row(host[row[i]], p, gens[i])
             lp = None
             if p.logprobs is not None:
                 lp = self._top_logprobs(logp[row[i]], p.logprobs)

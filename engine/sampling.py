@@ -12,7 +12,7 @@ class SamplingParams(BaseModel):
 
         SamplingParams(max_tokens=64, temperature=0.7, top_p=0.9, seed=1, stop=["\\n\\n"])
 
-    ``temperature=0`` is greedy. ``logprobs=k`` returns, per emitted token, the
+    ``temperature=0`` (or below 1e-5) is greedy. ``logprobs=k`` returns, per emitted token, the
     log-probabilities of the emitted token and the ``k`` most likely ones.
     ``forced_output_ids`` makes the emitted tokens exactly this list (the model
     still runs every decode step; stop conditions do not apply), and the request
@@ -26,7 +26,7 @@ class SamplingParams(BaseModel):
     temperature: float = Field(default=1.0, ge=0.0, le=100.0)
     top_k: int = Field(default=0, ge=0, description="0 disables top-k")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1, description="a 64-bit signed integer")
     stop_token_ids: list[int] = Field(default_factory=list)
     stop: list[str] = Field(default_factory=list)
     ignore_eos: bool = False
@@ -47,4 +47,5 @@ class SamplingParams(BaseModel):
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # A temperature this small divides logits into inf/nan; it means greedy (as in vLLM).
+        return self.temperature < 1e-5

@@ -47,6 +47,9 @@ class ToolResult:
     content: str
     is_error: bool
     duration_s: float
+    # What the tool reported beside its text (``ToolOutput.metadata``), e.g. the
+    # built-in shell tool's isolation and exit code; None for most tools.
+    metadata: dict[str, Any] | None = None
 
 
 def _error(name: str, message: str, start: float) -> ToolResult:
@@ -97,7 +100,9 @@ class LocalToolExecutor:
             self.completed += 1
         # Tools that report failures as text mark them with ``is_error`` (see ToolOutput).
         is_error = bool(getattr(output, "is_error", False))
-        return ToolResult(name, str(output), is_error, time.monotonic() - start)
+        metadata = getattr(output, "metadata", None)
+        metadata = dict(metadata) if isinstance(metadata, dict) else None
+        return ToolResult(name, str(output), is_error, time.monotonic() - start, metadata)
 
     def stats(self) -> dict[str, int]:
         return {"active": self.active, "completed": self.completed}

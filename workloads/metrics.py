@@ -173,6 +173,8 @@ def summarize(run: ReplayRun) -> dict[str, float]:
         "prefix_hit_rate": cached_tokens / prompt_tokens if prompt_tokens > 0 else NAN,
         "preemptions": float(preemptions),
         "recomputed_tokens": float(recomputed) if recomputed is not None else NAN,
+        "pins": float(stats["pins"]) if "pins" in stats else NAN,
+        "pin_hits": float(stats["pin_hits"]) if "pin_hits" in stats else NAN,
         "kv_total_blocks": float(run.kv_total_blocks),
     }
     if run.kv_samples:

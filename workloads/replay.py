@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tether.engine.latency_profile import LatencyProfile
 from tether.engine.policies import POLICY_PRESETS, PolicyPreset, parse_policies
+from tether.runtime.bench_serve import cpu_model
 from tether.workloads.records import ReplayRun
 from tether.workloads.replay_common import ReplaySettings, TurnFeeder
 from tether.workloads.trace import Trace
@@ -37,7 +38,7 @@ def run_policies(trace: Trace, policies: list[PolicyPreset], settings: ReplaySet
         else:
             raise ValueError(f"mode must be 'sim' or 'real', got {mode!r}")
         run.meta = {"settings": settings.as_dict(), "trace": trace.meta,
-                    "profile": profile.name if mode == "sim" else None}
+                    "profile": profile.name if mode == "sim" else None, "cpu": cpu_model()}
         runs.append(run)
     return runs
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs = run_policies(trace, parse_policies(args.policies), settings, args.mode, profile, args.model)
     results = write_results(args.out, runs)
     print(format_table(results["policies"]))
-    print(f"\nwrote {Path(args.out) / 'results.json'}")
+    print(f"\ncpu: {cpu_model()}\nwrote {Path(args.out) / 'results.json'}")
     return results
 
 

@@ -67,6 +67,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("prefix_hit_rate", "prefix hit rate (%)", "pct"),
     ("preemptions", "preemptions (count)", "int"),
     ("recomputed_tokens", "recomputed (tokens)", "int"),
+    ("pins", "pins (count)", "int"),
+    ("pin_hits", "pin hits (count)", "int"),
     ("kv_peak_blocks", "KV used peak (blocks)", "int"),
     ("kv_mean_blocks", "KV used mean, time-wtd (blocks)", "blocks"),
     ("kv_peak_pinned_blocks", "KV pinned peak (blocks)", "int"),

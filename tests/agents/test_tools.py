@@ -208,3 +208,25 @@ async def test_cloudpickle_round_trip():
 def test_tool_output_pickles_its_flag():
     out = cloudpickle.loads(cloudpickle.dumps(ToolOutput("error: x", is_error=True)))
     assert out == "error: x" and out.is_error
+
+
+async def test_tool_output_returned_by_a_tool_passes_through():
+    @tool
+    def checked(fail: bool) -> ToolOutput:
+        """Report with a flag and metadata."""
+        return ToolOutput("bad" if fail else "fine", is_error=fail, metadata={"code": int(fail)})
+
+    out = await checked.invoke({"fail": True})
+    assert out == "bad" and out.is_error and out.metadata == {"code": 1}
+    out = await checked.invoke({"fail": False})
+    assert out == "fine" and not out.is_error and out.metadata == {"code": 0}
+    assert (await add.invoke({"a": 1})).metadata is None
+
+
+def test_tool_output_pickles_its_metadata_and_tools_their_attributes():
+    out = cloudpickle.loads(cloudpickle.dumps(ToolOutput("x", metadata={"isolation": "bwrap"})))
+    assert out.metadata == {"isolation": "bwrap"} and not out.is_error
+    t = tool(lambda a: a, name="ident")
+    t.sandbox = {"workdir": "/w"}  # attributes set after construction travel too
+    copy = cloudpickle.loads(cloudpickle.dumps(t))
+    assert copy.sandbox == {"workdir": "/w"} and copy.name == "ident"

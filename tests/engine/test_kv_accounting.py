@@ -69,7 +69,7 @@ def finish(kv: KVCacheManager, seq: Sequence) -> None:
     hashes = kv.free(seq)
     seq.block_table = []
     if seq.program_id is not None:
-        kv.test.programs.turn_finished(seq.program_id, hashes, 0.0)
+        kv.test.programs.turn_finished(seq.program_id, hashes, 0.0, now=0.0)
 
 
 def turn(kv: KVCacheManager, seq: Sequence) -> None:

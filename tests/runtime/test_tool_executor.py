@@ -129,6 +129,8 @@ async def test_pool_on_ray(ray_cluster, tmp_path):
         assert failed == ToolResult("fail", "error: RuntimeError: disk full", True, failed.duration_s)
         assert stalled.is_error and stalled.content == "error: tool 'stall' timed out after 0.5s"
         assert pwd.content == f"{tmp_path}\n[exit code 0]" and not pwd.is_error
+        # The shell ran confined on the actor, and says how (metadata crosses the pool).
+        assert pwd.metadata["isolation"] in ("bwrap", "unshare") and pwd.metadata["exit_code"] == 0
         assert [r.content for r in worked] == [f'{{"i":{i},"square":{i * i}}}' for i in range(8)]
         assert not any(r.is_error for r in worked)
         # Eight 0.3 s blocking calls overlap (serially they would take 2.4 s).

@@ -1,6 +1,7 @@
-"""Simulated replay on a fixed seed: under memory pressure tether's pins and admission beat
-the baseline and Continuum's rule on mean JCT without a worse p99 TTFT; without pressure
-pinning costs nothing."""
+"""Simulated replay on a fixed seed: under memory pressure tether beats the baseline (with and
+without an offload tier) on mean JCT, matches Continuum's released scheduler on mean JCT while
+cutting its p99 TTFT, and never holds first tokens back longer than the baseline; without
+pressure pinning costs nothing."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def trace():
 
 
 def _jct(trace, blocks: int) -> dict[str, dict]:
-    runs = run_policies(trace, parse_policies("baseline,continuum-fixed,tether"),
+    runs = run_policies(trace, parse_policies("baseline,baseline-offload,continuum-fixed,tether"),
                         ReplaySettings(kv_blocks=blocks, host_kv_blocks=blocks, concurrency=CONCURRENCY))
     return {r.policy: summarize(r) for r in runs}
 
@@ -34,9 +35,12 @@ def _working_set_blocks(trace) -> float:
 
 def test_under_pressure_tether_lowers_mean_jct(trace):
     s = _jct(trace, int(0.35 * _working_set_blocks(trace)))
-    base, fixed, ours = (s[k]["jct_mean"] for k in ("baseline", "continuum-fixed", "tether"))
+    base, offload, fixed, ours = (s[k]["jct_mean"] for k in ("baseline", "baseline-offload", "continuum-fixed",
+                                                              "tether"))
     assert base / ours >= 1.5, s
-    assert fixed / ours >= 1.15, s
+    assert offload / ours >= 1.3, s
+    assert fixed / ours >= 0.9, s  # Continuum (with its offload tier) is close on mean JCT...
+    assert s["tether"]["ttft_p99"] <= 0.75 * s["continuum-fixed"]["ttft_p99"], s  # ...but not on the tail
     assert s["tether"]["ttft_p99"] <= s["baseline"]["ttft_p99"], s  # pins never hold first tokens back
     assert s["tether"]["prefix_hit_rate"] > s["baseline"]["prefix_hit_rate"]
 
