@@ -13,9 +13,10 @@ import ray
 from tether.agents.context import Context
 from tether.engine import EngineConfig
 from tether.engine.policies import DEFAULT_POLICY, POLICY_PRESETS
+from tether.runtime.local_cluster import init_local_ray
 from tether.runtime.program import AgentProgram, ProgramResult
 from tether.runtime.replica import EngineReplica
-from tether.runtime.replica_client import ReplicaClient, merge_stats
+from tether.runtime.replica_client import ReplicaClient, replica_stats
 from tether.runtime.router import Router
 from tether.runtime.tool_executor import ToolExecutorPool
 
@@ -101,12 +102,25 @@ class Runtime:
     (they override the preset's).
 
         Runtime(policy="baseline", engine={"num_kv_blocks": 1024})
+
+    The embedded cluster listens on 127.0.0.1 only; ``ray_host`` (or ``$TETHER_RAY_HOST``) binds
+    another address, e.g. ``"0.0.0.0"`` for Ray's default (all interfaces). See
+    ``tether.runtime.local_cluster``.
+
+    A replica that dies is restarted by Ray, at most ``replica_max_restarts`` times each; its
+    in-flight requests fail (``ReplicaDied``), new programs go to the other replicas until it
+    answers again, and ``stats()["replica_restarts"]`` counts the restarts.
     """
 
     def __init__(self, address: str | None = None, model: str = "default", replicas: int | None = None,
                  engine: dict[str, Any] | None = None, tool_actors: int = 2, program_actors: int = 1,
-                 tool_timeout_s: float = 60.0, num_cpus: int | None = None, policy: str | None = None):
+                 tool_timeout_s: float = 60.0, num_cpus: int | None = None, policy: str | None = None,
+                 ray_host: str | None = None, replica_max_restarts: int = 3):
+        if replica_max_restarts < 0:
+            raise ValueError(f"replica_max_restarts must be >= 0, got {replica_max_restarts}")
         self.address = address
+        self.ray_host = ray_host
+        self.replica_max_restarts = replica_max_restarts
         self.model = model
         self.replicas_wanted = replicas
         self.engine_overrides = dict(engine or {})
@@ -136,12 +150,18 @@ class Runtime:
 
     def _start(self) -> "Runtime":
         if not ray.is_initialized():
-            ray.init(address=self.address, num_cpus=self.num_cpus if self.address is None else None,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+            quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            if self.address is None:
+                init_local_ray(self.num_cpus, self.ray_host, **quiet)
+            else:
+                ray.init(address=self.address, **quiet)
             self._started_ray = True
         gpus = int(ray.cluster_resources().get("GPU", 0))
         n = self.replicas_wanted or (gpus if gpus else 1)
-        opts = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 0}
+        # Ray restarts a dead replica (a fresh engine); calls in flight on it fail rather than retry.
+        opts = {"num_cpus": 0, "max_restarts": self.replica_max_restarts, "max_task_retries": 0}
+        if gpus:
+            opts["num_gpus"] = 1
         cfg = self.engine_config(gpus)
         self.replicas = [EngineReplica.options(**opts).remote(cfg) for _ in range(n)]
         self.router = Router.options(num_cpus=0).remote(n)
@@ -152,6 +172,7 @@ class Runtime:
                          for _ in range(self.program_actors_n)]
         ready = ray.get([r.ready.remote() for r in self.replicas])  # surface a load error now, clearly
         self.policy = ready[0]["policy"]
+        ray.get(self.router.watch.remote(self.replicas, [r["incarnation"] for r in ready]))
         return self
 
     def engine_config(self, gpus: int = 0) -> EngineConfig:
@@ -194,8 +215,9 @@ class Runtime:
         return ReplicaClient(self.replicas, self.router, self.tokenizer, self.model, self.policy)
 
     def stats(self) -> dict[str, Any]:
-        """Engine stats summed over replicas (per replica under ``replicas``)."""
-        return merge_stats(ray.get([r.stats.remote() for r in self.replicas]))
+        """Engine stats summed over the live replicas (per replica under ``replicas``, a dead one as
+        ``{"dead": True}``), plus ``replica_restarts`` and ``replicas_dead``."""
+        return replica_stats(self.replicas, self.router)
 
     @property
     def tokenizer(self):

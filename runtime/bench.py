@@ -18,6 +18,7 @@ import ray
 
 from tether.engine import Engine, EngineConfig, Request, SamplingParams
 from tether.engine.random_model import save_random_checkpoint
+from tether.runtime.local_cluster import init_local_ray
 from tether.runtime.program import AgentProgram, ProgramServices
 from tether.runtime.replica import EngineReplica
 from tether.runtime.replica_client import ReplicaClient
@@ -61,7 +62,7 @@ async def _run(args) -> dict:
     inproc = await _latencies(local, args.calls)
     await engine.close()
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    init_local_ray(num_cpus=2, log_to_driver=False, configure_logging=False)  # loopback only
     try:
         replica = EngineReplica.options(num_cpus=0).remote(cfg)
         router = Router.options(num_cpus=0).remote(1)

@@ -1,7 +1,13 @@
-"""``EngineReplica``: a Ray actor wrapping one engine (one per GPU on a cluster)."""
+"""``EngineReplica``: a Ray actor wrapping one engine (one per GPU on a cluster).
+
+The runtime creates replicas with ``max_restarts``: when one dies, Ray starts a new
+one (a fresh engine: the old one's KV is gone) and the router sends it new programs
+once it answers ``ping`` with a new ``incarnation``.
+"""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, AsyncIterator
 
 import ray
@@ -15,10 +21,16 @@ class EngineReplicaImpl(LocalClient):
 
     def __init__(self, config: EngineConfig):
         super().__init__(Engine(config))
+        self.incarnation = uuid.uuid4().hex  # a new one each time Ray (re)starts the actor
 
     async def ready(self) -> dict[str, Any]:
         return {"model": self.engine.config.model, "model_path": str(self.engine.model_path),
-                "policy": self.engine.config.policy, "kv_blocks": self.engine.stats().get("kv_blocks_total")}
+                "policy": self.engine.config.policy, "kv_blocks": self.engine.stats().get("kv_blocks_total"),
+                "incarnation": self.incarnation}
+
+    async def ping(self) -> str:
+        """The health check: this instance's ``incarnation`` (a new one after a restart)."""
+        return self.incarnation
 
     async def generate_stream(self, request: Request) -> AsyncIterator[RequestOutput]:
         """Stream outputs back to the caller (a Ray streaming generator)."""

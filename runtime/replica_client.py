@@ -14,9 +14,16 @@ from tether.engine import EngineError, Request, RequestOutput
 from tether.runtime.client import LLMClient
 
 
-def merge_stats(per_replica: list[dict[str, Any]]) -> dict[str, Any]:
+STATS_TIMEOUT_S = 10.0  # a replica that does not answer a stats call in this long counts as dead for it
+
+
+def merge_stats(per_replica: list[dict[str, Any]], replica_restarts: int = 0) -> dict[str, Any]:
     """Sum every numeric stat over the live replicas; ``prefix_hit_rate`` is recomputed from the sums,
-    and TTFT figures (``ttft_*``) are the first live replica's (they serve alike)."""
+    and TTFT figures (``ttft_*``) are the first live replica's (they serve alike).
+
+    A dead replica's entry is ``{"dead": True, "replica": i}``; ``replicas_dead`` counts them and
+    ``replica_restarts`` is the router's count of restarts (``RouterImpl.status``).
+    """
     total: dict[str, Any] = {"replicas": per_replica}
     live = [p for p in per_replica if not p.get("dead")]
     for p in live:
@@ -27,7 +34,31 @@ def merge_stats(per_replica: list[dict[str, Any]]) -> dict[str, Any]:
     total["prefix_hit_rate"] = total.get("prefix_hit_tokens", 0) / q if q else 0.0
     for key in ("ttft_mean", "ttft_p50"):
         total[key] = live[0].get(key) if live else None
+    total["replicas_dead"] = len(per_replica) - len(live)
+    total["replica_restarts"] = replica_restarts
     return total
+
+
+def _dead(i: int) -> dict[str, Any]:
+    return {"dead": True, "replica": i}
+
+
+def replica_stats(replicas: list, router: Any, timeout_s: float = STATS_TIMEOUT_S) -> dict[str, Any]:
+    """``merge_stats`` of every replica, from synchronous code (the driver): replicas the router
+    knows are down, and those that fail or do not answer within ``timeout_s``, count as dead."""
+    status = ray.get(router.status.remote(), timeout=timeout_s)
+    dead = set(status["dead"])
+    refs = {i: r.stats.remote() for i, r in enumerate(replicas) if i not in dead}
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    done = set(ready)
+    per = []
+    for i in range(len(replicas)):
+        ref = refs.get(i)
+        try:
+            per.append(ray.get(ref) if ref is not None and ref in done else _dead(i))
+        except RayActorError:
+            per.append(_dead(i))
+    return merge_stats(per, status["replica_restarts"])
 
 
 class ReplicaDied(EngineError):
@@ -52,6 +83,7 @@ class ReplicaClient(LLMClient):
         self.model_name = model_name
         self.policy = policy
         self._route: dict[str, int] = {}
+        self._lost: set[str] = set()  # programs whose replica died under them (their KV went with it)
 
     async def _replica(self, program_id: str) -> tuple[int, Any]:
         idx = self._route.get(program_id)
@@ -72,9 +104,12 @@ class ReplicaClient(LLMClient):
         finally:
             self.router.done.remote(key)
 
-    async def _died(self, idx: int, e: Exception) -> ReplicaDied:
+    async def _died(self, idx: int, e: Exception, program_id: str | None) -> ReplicaDied:
+        if program_id is not None:
+            self._lost.add(program_id)
         await self.router.mark_dead.remote(idx)
-        return ReplicaDied(f"engine replica {idx} died: {type(e).__name__}")
+        return ReplicaDied(f"engine replica {idx} died: {type(e).__name__}; this request was lost with it "
+                           f"(new programs go to the other replicas while it restarts)")
 
     async def generate(self, request: Request) -> AsyncIterator[RequestOutput]:
         async with self._routed(request.program_id) as (idx, replica):
@@ -86,7 +121,8 @@ class ReplicaClient(LLMClient):
                     finished = out.finished
                     yield out
             except RayActorError as e:
-                raise await self._died(idx, e) from None
+                finished = True  # nothing left to abort: the engine that ran it is gone
+                raise await self._died(idx, e, request.program_id) from None
             finally:
                 if not finished:  # the caller stopped early or was cancelled: free the engine's blocks
                     try:
@@ -101,7 +137,7 @@ class ReplicaClient(LLMClient):
             try:
                 return await ref
             except RayActorError as e:
-                raise await self._died(idx, e) from None
+                raise await self._died(idx, e, request.program_id) from None
             except BaseException:
                 ray.cancel(ref)
                 replica.abort.remote(request.request_id)
@@ -112,12 +148,23 @@ class ReplicaClient(LLMClient):
             r.abort.remote(request_id)
 
     async def stats(self) -> dict[str, Any]:
+        """``merge_stats`` over the replicas, with the router's ``replica_restarts``. A replica the router
+        knows is down (restarting) is not asked: a call to it would wait for the restart."""
+        status = await self.router.status.remote()
+        dead = set(status["dead"])
+
+        async def get(ref: Any) -> Any:
+            return await ref
+
         async def one(i: int, replica: Any) -> dict[str, Any]:
+            if i in dead:
+                return _dead(i)
             try:
-                return await replica.stats.remote()
-            except RayActorError:
-                return {"dead": True, "replica": i}
-        return merge_stats(list(await asyncio.gather(*(one(i, r) for i, r in enumerate(self.replicas)))))
+                return await asyncio.wait_for(get(replica.stats.remote()), STATS_TIMEOUT_S)
+            except (RayActorError, asyncio.TimeoutError):
+                return _dead(i)
+        per = list(await asyncio.gather(*(one(i, r) for i, r in enumerate(self.replicas))))
+        return merge_stats(per, status["replica_restarts"])
 
     async def tool_hint(self, program_id: str, tool_keys: list[str]) -> None:
         _, replica = await self._replica(program_id)
@@ -125,7 +172,9 @@ class ReplicaClient(LLMClient):
 
     async def end_program(self, program_id: str) -> None:
         idx = self._route.pop(program_id, None)
-        if idx is not None:
+        if program_id in self._lost:  # its engine is gone: nothing to release (a call would wait for the restart)
+            self._lost.discard(program_id)
+        elif idx is not None:
             try:
                 await self.replicas[idx].end_program.remote(program_id)
             except RayActorError:

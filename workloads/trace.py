@@ -4,42 +4,101 @@ A turn says what the prompt gains (real messages where the source has them,
 else a token count), what the model answered (real text where known, else a
 token count), and the tool called after it, with its duration. Saved as JSON
 lines, one program per line.
+
+Limits (a file past them is a ``TraceError`` naming the file, line and field, never
+a crash later in a replay): a turn appends and outputs at most ``MAX_TURN_TOKENS``
+(10**7) tokens each, a program's whole context is at most ``MAX_PROGRAM_TOKENS``
+(10**8), token ids are in ``[0, 2**31)``, times are finite, and JSON nests at most
+``MAX_JSON_DEPTH`` (100) levels (``NaN``/``Infinity`` are not JSON here).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 TOOL_CLASSES = ("shell", "edit", "view", "search", "test", "other")
+MAX_TURN_TOKENS = 10**7  # per turn, appended and output each: far past any model's context
+MAX_PROGRAM_TOKENS = 10**8  # a program's whole context (every turn's appended + output tokens)
+MAX_TOKEN_ID = 2**31 - 1
+MAX_JSON_DEPTH = 100  # nesting levels of a JSON value (trajectories use about 10)
 
 
 class TraceError(ValueError):
     """A trace or trajectory file is malformed; the message names the file, line and field."""
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content; TraceError naming the file when it is not JSON."""
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return v
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` that refuses ``NaN``/``Infinity``, numbers out of float range and nesting past
+    ``MAX_JSON_DEPTH``; ValueError (with a short reason) for any problem."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
-        raise TraceError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+        raise ValueError(f"{e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    check_depth(value)
+    return value
+
+
+def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """ValueError when lists/objects in ``value`` nest deeper than ``limit`` (iterative: any depth)."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            if d > limit:
+                raise ValueError(f"nested deeper than {limit} levels")
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; TraceError naming the file when it is not JSON (see ``parse_json``)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise TraceError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        return parse_json(text)
+    except ValueError as e:  # also ints of more than 4300 digits
+        raise TraceError(f"{path}: not JSON ({e})") from None
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed object) for each non-blank line of a JSON-lines file;
-    TraceError naming the file and line at the first one that is not JSON."""
-    with Path(path).open() as f:
-        for lineno, line in enumerate(f, 1):
+    TraceError naming the file and line at the first one that is not JSON (see ``parse_json``)."""
+    with Path(path).open(encoding="utf-8") as f:
+        lineno = 0
+        while True:
+            try:
+                line = f.readline()
+            except UnicodeDecodeError:
+                raise TraceError(f"{path}:{lineno + 1}: not UTF-8 text") from None
+            if not line:
+                return
+            lineno += 1
             if line.strip():
                 try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise TraceError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+                    value = parse_json(line)
+                except ValueError as e:
+                    raise TraceError(f"{path}:{lineno}: not JSON ({e})") from None
+                yield lineno, value
 
 
 class ToolCallRecord(BaseModel):
@@ -50,7 +109,7 @@ class ToolCallRecord(BaseModel):
     name: str = Field(min_length=1, description="tool name; for shell tools the command's program, e.g. 'pytest'")
     tool_class: str = Field(default="other", description=f"one of {TOOL_CLASSES}")
     arguments: Any = None
-    duration_s: float = Field(ge=0)
+    duration_s: float = Field(ge=0, allow_inf_nan=False)
     duration_drawn: bool = Field(default=False, description="drawn from a distribution, not observed")
 
     @model_validator(mode="after")
@@ -60,22 +119,25 @@ class ToolCallRecord(BaseModel):
         return self
 
 
+TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]
+
+
 class Turn(BaseModel):
     """One LLM call of a program, and the tool call that followed it (None on the last turn).
 
-    ``append_tokens`` and ``output_tokens`` are always set; ``append_messages``
-    and ``output_text`` hold the real text when the source has it, and
+    ``append_tokens`` and ``output_tokens`` are always set (each at most ``MAX_TURN_TOKENS``);
+    ``append_messages`` and ``output_text`` hold the real text when the source has it, and
     ``append_token_ids`` / ``output_token_ids`` the tokens once tokenized.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     append_messages: list[dict[str, Any]] | None = None
-    append_tokens: int = Field(ge=0)
-    append_token_ids: list[int] | None = None
+    append_tokens: int = Field(ge=0, le=MAX_TURN_TOKENS)
+    append_token_ids: list[TokenId] | None = Field(default=None, max_length=MAX_TURN_TOKENS)
     output_text: str | None = None
-    output_tokens: int = Field(ge=1)
-    output_token_ids: list[int] | None = None
+    output_tokens: int = Field(ge=1, le=MAX_TURN_TOKENS)
+    output_token_ids: list[TokenId] | None = Field(default=None, max_length=MAX_TURN_TOKENS)
     tool: ToolCallRecord | None = None
 
     @model_validator(mode="after")
@@ -93,9 +155,16 @@ class Program(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     program_id: str = Field(min_length=1)
-    arrival_s: float = Field(default=0.0, ge=0)
+    arrival_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     source: str = "unknown"
     turns: list[Turn] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _bounded_context(self) -> "Program":
+        if self.total_tokens > MAX_PROGRAM_TOKENS:
+            raise ValueError(f"the program's context reaches {self.total_tokens} tokens, over the "
+                             f"{MAX_PROGRAM_TOKENS} a program may have")
+        return self
 
     @property
     def total_tokens(self) -> int:
@@ -125,8 +194,12 @@ class Trace(BaseModel):
         path = Path(path)
         programs, meta = [], {}
         for lineno, obj in iter_json_lines(path):
+            if not isinstance(obj, dict):
+                raise TraceError(f"{path}:{lineno}: expected a JSON object (a program), got {type(obj).__name__}")
             if "trace_meta" in obj:
                 meta = obj["trace_meta"]
+                if not isinstance(meta, dict):
+                    raise TraceError(f"{path}:{lineno}: trace_meta: expected an object, got {type(meta).__name__}")
                 continue
             try:
                 programs.append(Program.model_validate(obj))

@@ -17,6 +17,7 @@ import ray
 from tether.agents import Agent, Context, ProgramFailed, Runtime, tool
 from tether.engine.random_model import save_random_checkpoint
 from tether.runtime.chat_format import ToolCall
+from tether.runtime.local_cluster import is_loopback, listening_addresses
 from tether.runtime.server import create_app
 
 pytestmark = pytest.mark.timeout(300)
@@ -152,8 +153,58 @@ def test_cancel_aborts_engine_requests_and_frees_blocks(rt):
         h.result()
 
 
+def test_embedded_cluster_listens_on_loopback_only(rt):
+    if not rt._started_ray:
+        pytest.skip("Ray was already running in this process: the runtime did not start this cluster")
+    node = ray._private.worker._global_node
+    listening = listening_addresses()
+    assert node.node_ip_address == "127.0.0.1" and node.gcs_address.startswith("127.0.0.1:")
+    ports = {port for _, port, _ in listening}
+    gcs_port = int(node.gcs_address.rsplit(":", 1)[1])
+    assert gcs_port in ports and node.node_manager_port in ports  # the GCS's and the raylet's own servers
+    exposed = [(ip, port) for ip, port, _ in listening if not is_loopback(ip.removeprefix("::ffff:"))]
+    assert exposed == [], f"the embedded cluster listens beyond loopback: {exposed}"
+
+
+def _router_status(rt) -> dict:
+    return ray.get(rt.router.status.remote())
+
+
+def test_killed_replica_is_restarted_and_serves_new_programs(rt):
+    """Ray restarts a killed replica: its in-flight program fails clearly, the other goes on, new programs
+    avoid it while it restarts and reach it once it is back."""
+    assert _router_status(rt)["replica_restarts"] == 0 and rt.stats()["replica_restarts"] == 0
+    handles = [rt.submit(long_writer, input=f"tale {i}") for i in range(2)]
+    deadline = time.time() + 30
+    while rt.stats()["running"] < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    ray.kill(rt.replicas[0], no_restart=False)
+    deadline = time.time() + 30
+    while 0 not in _router_status(rt)["dead"] and time.time() < deadline:
+        time.sleep(0.01)
+    assert ray.get(rt.router.route.remote("probe-while-down")) == 1  # restarting: new programs go elsewhere
+    assert 0 in _router_status(rt)["dead"]  # (still down when routed: a restart loads a model)
+    ray.get(rt.router.done.remote("probe-while-down"))
+    results = [h.outcome(timeout=120) for h in handles]
+    failed = [r for r in results if not r.ok]
+    assert len(failed) == 1 and "engine replica 0 died: ActorUnavailableError" in failed[0].error
+    assert sum(r.ok for r in results) == 1  # the program on the other replica went on
+
+    deadline = time.time() + 120
+    while _router_status(rt)["dead"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert _router_status(rt) == {"dead": [], "replica_restarts": 1, "load": [0, 0]}
+    outs = [h.result(timeout=120) for h in [rt.submit(chatter, input=f"after {i}") for i in range(4)]]
+    assert all(o["text"] is not None for o in outs)
+    s = rt.stats()
+    assert s["replica_restarts"] == 1 and s["replicas_dead"] == 0
+    assert s["replicas"][0]["finished"] >= 2  # the restarted (fresh) engine served new programs
+    merged = asyncio.run(rt.client().stats())  # what the server's /metrics reads
+    assert merged["replica_restarts"] == 1
+
+
 def test_dead_replica_fails_its_programs_and_others_go_on(rt):
-    """Runs last: it kills one of the module's two replicas."""
+    """Runs last: it kills one of the module's two replicas for good."""
     handles = [rt.submit(long_writer, input=f"story {i}") for i in range(2)]
     deadline = time.time() + 30
     while rt.stats()["running"] < 2 and time.time() < deadline:
@@ -164,3 +215,4 @@ def test_dead_replica_fails_its_programs_and_others_go_on(rt):
     assert len(failed) == 1 and "engine replica 0 died" in failed[0].error
     assert sum(r.ok for r in results) == 1
     assert rt.run(chatter, input="still there?")["text"] is not None  # new programs avoid the dead replica
+    assert 0 in _router_status(rt)["dead"] and rt.stats()["replicas_dead"] == 1

@@ -72,3 +72,68 @@ def test_merge_stats_sums_every_counter_and_recomputes_ratios():
     assert total["prefix_hit_rate"] == 0.5 and total["ttft_p50"] == 0.5
     assert "replica" not in total and "dead" not in total and len(total["replicas"]) == 3
     assert set(_STAT_GAUGES) <= set(merge_stats([dict.fromkeys(_STAT_GAUGES, 1)]))  # /metrics keeps every gauge
+
+
+def test_router_leaves_a_dead_replica_out_until_a_new_incarnation_answers():
+    router = RouterImpl(2)
+    router.seen_alive(0, "a1")
+    router.seen_alive(1, "b1")
+    router.mark_dead(0)
+    assert [router.route(f"p{i}") for i in range(3)] == [1, 1, 1]  # while 0 is down, all go to 1
+    router.seen_alive(0, "a2")  # Ray restarted it: a new incarnation answered
+    assert router.status() == {"dead": [], "replica_restarts": 1, "load": [0, 3]}
+    assert router.route("p3") == 0 and router.route("p0") == 1  # new programs reach it again; old ones stay
+    router.seen_alive(0, "a2")
+    assert router.status()["replica_restarts"] == 1  # the same incarnation again is no restart
+
+
+class _Pinged:
+    """A replica whose ``ping`` answers from a script: an incarnation, or an exception to raise."""
+
+    def __init__(self, script):
+        self.script = list(script)
+
+    def ping(self):
+        async def answer():
+            step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+            if isinstance(step, BaseException):
+                raise step
+            return step
+        return answer()
+
+
+async def test_router_watch_marks_a_dying_replica_dead_then_counts_its_restart():
+    from ray.exceptions import ActorUnavailableError
+    router = RouterImpl(2)
+    down = ActorUnavailableError("the actor was restarted", None)
+    replicas = [_Actor(_Pinged(["a1", down, down, "a2"])), _Actor(_Pinged(["b1"]))]
+    await router.watch(replicas, ["a1", "b1"], interval_s=0.01)
+    seen_dead = False
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        seen_dead |= router.status()["dead"] == [0]
+        if router.status()["replica_restarts"]:
+            break
+    assert seen_dead and router.status() == {"dead": [], "replica_restarts": 1, "load": [0, 0]}
+    for t in router._watchers:
+        t.cancel()
+
+
+async def test_stats_skip_replicas_the_router_knows_are_down_and_report_restarts():
+    class _Stats:
+        def __init__(self, n):
+            self.n = n
+
+        async def stats(self):
+            return {"finished": self.n}
+
+        def generate_full(self, request):
+            raise AssertionError("not called")
+    router = RouterImpl(2)
+    router.seen_alive(1, "b1")
+    router.seen_alive(1, "b2")
+    router.mark_dead(0)
+    client = ReplicaClient([_Actor(_Stats(5)), _Actor(_Stats(7))], _Actor(router), None, "m")
+    s = await client.stats()
+    assert s["finished"] == 7 and s["replicas_dead"] == 1 and s["replica_restarts"] == 1
+    assert s["replicas"][0] == {"dead": True, "replica": 0}

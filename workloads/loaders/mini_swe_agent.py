@@ -144,9 +144,9 @@ def timestamp(msg: dict[str, Any], field: str) -> float | None:
             pass
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
+        except (ValueError, OverflowError, OSError):
             pass
-    raise ValueError(f"{field}.{key}: not a time ({value!r})")
+    raise ValueError(f"{field}.{key}: not a time ({value!r})"[:300])
 
 
 def _shell(command: str) -> ToolInfo:

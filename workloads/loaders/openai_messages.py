@@ -38,7 +38,8 @@ from tether.runtime.chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from ..durations import classify_command, classify_tool, command_program, draw_duration, program_rng, \
     shell_command_of
 from ..tokenize import estimate_tokens, message_text, render_messages
-from ..trace import Program, ToolCallRecord, Trace, TraceError, Turn, describe_validation_error, iter_json_lines
+from ..trace import Program, ToolCallRecord, Trace, TraceError, Turn, describe_validation_error, iter_json_lines, \
+    parse_json
 from .formats import TRACE_FORMATS, FileContent, TraceFormat
 
 PROMPT_ROLES = ("system", "developer", "user", "tool", "function")  # what the next LLM call reads
@@ -125,11 +126,12 @@ def tool_from_call(call: dict[str, Any]) -> ToolInfo:
 
 
 def parse_arguments(args: Any) -> Any:
-    """OpenAI sends arguments as a JSON string; decode it, keep it raw if it isn't JSON."""
+    """OpenAI sends arguments as a JSON string; decode it, keep it raw if it isn't JSON (or nests
+    too deeply, see ``parse_json``)."""
     if isinstance(args, str):
         try:
-            return json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
+            return parse_json(args) if args.strip() else {}
+        except ValueError:
             return args
     return args
 
@@ -208,6 +210,44 @@ def _check_messages(messages: Any, where: str) -> None:
             raise TraceError(f"{where}: messages.{i}: expected an object, got {type(m).__name__}")
         if not isinstance(m.get("role"), str):
             raise TraceError(f"{where}: messages.{i}.role: missing")
+        check_content(m.get("content"), f"{where}: messages.{i}.content")
+        check_tool_calls(m.get("tool_calls"), f"{where}: messages.{i}.tool_calls")
+
+
+def _type(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def check_content(content: Any, where: str) -> None:
+    """A message's content: a string, null, or a list of parts (strings or objects)."""
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise TraceError(f"{where}: expected a string, null or a list of parts, got {_type(content)}")
+    for j, part in enumerate(content):
+        if not isinstance(part, (str, dict)):
+            raise TraceError(f"{where}.{j}: expected a string or an object, got {_type(part)}")
+
+
+def check_tool_calls(calls: Any, where: str) -> None:
+    """An assistant's ``tool_calls``: null or a list of ``{"function": {"name": str, "arguments": str|object}}``
+    (or the flat ``{"name", "arguments"}``); TraceError naming ``where`` and the field otherwise."""
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise TraceError(f"{where}: expected a list of tool calls, got {_type(calls)} ({str(calls)[:40]!r})")
+    for j, call in enumerate(calls):
+        if not isinstance(call, dict):
+            raise TraceError(f"{where}.{j}: expected an object, got {_type(call)}")
+        fn, field = (call["function"], f"{where}.{j}.function") if "function" in call else (call, f"{where}.{j}")
+        if not isinstance(fn, dict):
+            raise TraceError(f"{field}: expected an object, got {_type(fn)}")
+        name = fn.get("name")
+        if name is not None and not isinstance(name, str):  # a missing name is read as "tool"
+            raise TraceError(f"{field}.name: expected the tool's name, got {_type(name)}")
+        args = fn.get("arguments")
+        if args is not None and not isinstance(args, (str, dict, list)):
+            raise TraceError(f"{field}.arguments: expected a JSON string or an object, got {_type(args)}")
 
 
 def _conversations(path: Path, data: Any) -> list[tuple[str, str | None, Any]]:

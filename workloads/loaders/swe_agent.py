@@ -32,8 +32,8 @@ from ..durations import classify_command, command_program, program_rng
 from ..tokenize import estimate_tokens, message_text, render_messages
 from ..trace import Trace, TraceError
 from .formats import TRACE_FORMATS, TraceFormat
-from .openai_messages import PROMPT_ROLES, build_program, file_stem, make_turn, render_output, tool_from_call, \
-    tool_record
+from .openai_messages import PROMPT_ROLES, build_program, check_tool_calls, file_stem, make_turn, render_output, \
+    tool_from_call, tool_record
 
 
 def load_swe_agent(path: Path, data: Any, seed: int = 0) -> Trace:
@@ -46,6 +46,9 @@ def load_swe_agent(path: Path, data: Any, seed: int = 0) -> Trace:
         if not isinstance(s, dict):
             raise TraceError(f"{path}: trajectory.{i}: expected an object")
     history = data.get("history") if isinstance(data.get("history"), list) else []
+    for j, m in enumerate(history):
+        if isinstance(m, dict) and m.get("role") == "assistant":
+            check_tool_calls(m.get("tool_calls"), f"{path}: history.{j}.tool_calls")
     assistants = [m for m in history if isinstance(m, dict) and m.get("role") == "assistant"]
     aligned = _aligned(assistants, steps)
     appended = (_from_history(history, steps) if aligned else None) or _from_queries(steps) or \

@@ -33,6 +33,7 @@ arrival = ``arrival_time`` in milliseconds (TraceLab's runner reads it as
 from __future__ import annotations
 
 import csv
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..durations import classify_tool, program_rng
-from ..trace import Trace, TraceError, Turn, iter_json_lines
+from ..trace import MAX_TURN_TOKENS, Trace, TraceError, Turn, iter_json_lines
 from .formats import TRACE_FORMATS, TraceFormat
 from .openai_messages import build_program, file_stem, make_turn, tool_record
 
@@ -64,7 +65,7 @@ def load_tracelab_rounds(path: Path, seed: int = 0) -> Trace:
         raise TraceError(f"{path}: no rounds")
     programs, starts = [], {}
     for sid, rows in sessions.items():
-        rows.sort(key=lambda r: r[1].get("round_index", 0))  # stable: file order breaks ties
+        rows.sort(key=lambda r: r[1].get("round_index") or 0)  # stable: file order breaks ties
         rng = program_rng(seed, sid)
         turns, context = [], 0
         for i, (lineno, row) in enumerate(rows):
@@ -86,18 +87,25 @@ def load_tracelab_rounds(path: Path, seed: int = 0) -> Trace:
 
 def load_tracelab_csv(path: Path, seed: int = 0) -> Trace:
     """One program per session of a TraceLab replay CSV; real tool waits, arrival in ms."""
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CSV_REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise TraceError(f"{path}:1: missing column(s) {', '.join(missing)} "
-                             f"(a replay CSV has {','.join(CSV_REQUIRED)}, optional prefix_len, arrival_time)")
-        sessions: dict[str, list[tuple[int, dict[str, float]]]] = {}
-        for lineno, row in enumerate(reader, 2):
-            where = f"{path}:{lineno}"
-            values = {k: _number(row, k, where) for k in CSV_REQUIRED[1:]}  # an empty cell is an error
-            values.update({k: _number(row, k, where) for k in CSV_OPTIONAL if row.get(k) not in (None, "")})
-            sessions.setdefault(row["session_id"], []).append((lineno, values))
+    lineno = 1
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in CSV_REQUIRED if c not in (reader.fieldnames or [])]
+            if missing:
+                raise TraceError(f"{path}:1: missing column(s) {', '.join(missing)} "
+                                 f"(a replay CSV has {','.join(CSV_REQUIRED)}, optional prefix_len, arrival_time)")
+            sessions: dict[str, list[tuple[int, dict[str, float]]]] = {}
+            for row in reader:
+                lineno = reader.line_num
+                where = f"{path}:{lineno}"
+                values = {k: _number(row, k, where) for k in CSV_REQUIRED[1:]}  # an empty cell is an error
+                values.update({k: _number(row, k, where) for k in CSV_OPTIONAL if row.get(k) not in (None, "")})
+                sessions.setdefault(str(row["session_id"]), []).append((lineno, values))
+    except UnicodeDecodeError:
+        raise TraceError(f"{path}:{lineno + 1}: not UTF-8 text") from None
+    except csv.Error as e:
+        raise TraceError(f"{path}:{lineno + 1}: not CSV ({e})") from None
     if not sessions:
         raise TraceError(f"{path}: no rows")
     stem = file_stem(path)
@@ -159,8 +167,14 @@ def _check_round(row: Any, where: str) -> None:
         v = row.get(key)
         if v is None:
             raise TraceError(f"{where}: {key}: missing")
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise TraceError(f"{where}: {key}: expected a token count >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TURN_TOKENS:
+            raise TraceError(f"{where}: {key}: expected a token count in [0, {MAX_TURN_TOKENS}], got {v!r}"[:300])
+    ri = row.get("round_index")
+    if ri is not None and (isinstance(ri, bool) or not isinstance(ri, (int, float))):
+        raise TraceError(f"{where}: round_index: expected a number, got {ri!r}"[:200])
+    events = row.get("timing_events")
+    if events is not None and not isinstance(events, list):
+        raise TraceError(f"{where}: timing_events: expected a list, got {type(events).__name__}")
     tools = row.get("tools") or []
     if not isinstance(tools, list):
         raise TraceError(f"{where}: tools: expected a list")
@@ -177,7 +191,9 @@ def _number(row: dict, key: str, where: str) -> float:
     try:
         v = float(raw)
     except (TypeError, ValueError):
-        raise TraceError(f"{where}: {key}: not a number ({raw!r})") from None
+        raise TraceError(f"{where}: {key}: not a number ({raw!r})"[:300]) from None
+    if not math.isfinite(v):
+        raise TraceError(f"{where}: {key}: not a finite number ({raw})"[:300])
     if v < 0:
         raise TraceError(f"{where}: {key}: negative ({raw})")
     return v
@@ -207,8 +223,8 @@ def _time(value: Any, where: str) -> float | None:
         return None
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise TraceError(f"{where}: not an ISO timestamp ({value!r})") from None
+    except (ValueError, OverflowError, OSError):
+        raise TraceError(f"{where}: not an ISO timestamp ({value!r})"[:300]) from None
 
 
 TRACE_FORMATS.register("tracelab-rounds", TraceFormat(
