@@ -33,7 +33,7 @@ def test_pool_refcounts_cache_and_lru_order():
 
 
 def test_prefix_hit_counts_and_eviction(tiny_model):
-    core = make_core(tiny_model, num_kv_blocks=8)
+    core = make_core(tiny_model, num_kv_blocks=8, policy="baseline")  # no host tier: evicted KV is gone
     p = list(range(3, 40))
     core.add_request(req("a", p, greedy(2)))
     run_all(core)
