@@ -1,9 +1,11 @@
 """OpenAI's wire protocol as tether's HTTP server speaks it.
 
 Request bodies (OpenAI's fields plus tether's extensions), errors in OpenAI's
-shape, conversion of bodies to tether ``Request``/``SamplingParams``, and the
-``logprobs`` and ``usage`` fields of responses. Nothing here touches the
-engine or the HTTP app; ``tether.runtime.server`` wires it together.
+shape, conversion of bodies to tether ``Request``/``SamplingParams``, prompt
+rendering (``PromptRenderer``: chat template and tokenizer, with the checks that
+refuse what can never fit or be encoded), and the ``logprobs`` and ``usage``
+fields of responses. Nothing here touches the engine or the HTTP app;
+``tether.runtime.server`` wires it together.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from fastapi.responses import Response
+
 import pydantic
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.engine import EngineError, Request, RequestMetrics, SamplingParams
@@ -33,8 +36,10 @@ class OpenAIError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+    def response(self, headers: dict[str, str] | None = None) -> Response:
+        # ASCII JSON: a message may quote the request, and a lone surrogate in it cannot be encoded as UTF-8.
+        return Response(json.dumps(self.body()), status_code=self.status, headers=headers,
+                        media_type="application/json")
 
 
 def _from_validation(e: pydantic.ValidationError, whole: str | None = None) -> OpenAIError:
@@ -144,17 +149,26 @@ class CompletionBody(GenerationBody):
 
 
 def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
-    """Parse the JSON body ourselves, whatever the content type, so every failure gets an OpenAI error."""
+    """Parse the JSON body ourselves, whatever the content type, so every failure gets an OpenAI error.
+
+    >>> parse_body(b"[" * 5000 + b"]" * 5000, CompletionBody)
+    Traceback (most recent call last):
+    tether.runtime.openai_protocol.OpenAIError: the request body is nested too deeply
+    """
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise OpenAIError(f"the request body is not valid JSON: {e}", 400) from None
+    except RecursionError:
+        raise OpenAIError("the request body is nested too deeply", 400) from None
     if not isinstance(data, dict):
         raise OpenAIError("the request body must be a JSON object", 400)
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as e:
         raise _from_validation(e) from None
+    except RecursionError:
+        raise OpenAIError("the request body is nested too deeply", 400) from None
 
 
 # ---- building engine requests -------------------------------------------------------
@@ -180,12 +194,12 @@ def chat_request(body: ChatCompletionBody) -> tuple[Request, list[str] | None, i
     return request, names, k
 
 
-def completion_request(body: CompletionBody, tokenizer: Any) -> Request:
+def completion_request(body: CompletionBody, renderer: PromptRenderer) -> Request:
     """The engine request for a legacy completions body (one prompt, text or token ids)."""
     if body.echo:
         raise OpenAIError("echo is not supported", 400, "echo")
-    ids = _completion_prompt(body.prompt, tokenizer)
     sampling = _sampling(body, 16 if body.max_tokens is None else body.max_tokens, body.logprobs)  # OpenAI's default
+    ids = _completion_prompt(body.prompt, renderer, sampling.max_tokens)
     try:
         return Request(prompt_token_ids=ids, sampling=sampling, **_program_fields(body))
     except pydantic.ValidationError as e:
@@ -238,16 +252,128 @@ def _program_fields(body: GenerationBody) -> dict[str, Any]:
     return fields
 
 
-def _completion_prompt(prompt: Any, tokenizer: Any) -> list[int]:
+def _completion_prompt(prompt: Any, renderer: PromptRenderer, max_tokens: int) -> list[int]:
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
         if len(prompt) != 1:
             raise OpenAIError("batched prompts are not supported; send one prompt per request", 400, "prompt")
         prompt = prompt[0]
     if isinstance(prompt, str):
-        if tokenizer is None:
+        if renderer.tokenizer is None:
             raise OpenAIError("this engine has no tokenizer; send the prompt as a list of token ids", 400, "prompt")
-        return tokenizer.encode(prompt)
+        return renderer.encode(prompt, max_tokens, "prompt", add_special_tokens=True)
     return list(prompt)
+
+
+# ---- rendering prompts --------------------------------------------------------------
+
+MIN_CHARS_PER_TOKEN_BOUND = 16  # the least bound ``PromptRenderer`` assumes, whatever the vocabulary
+
+
+def max_chars_per_token(tokenizer: Any) -> int:
+    """A safe upper bound on the characters one token of ``tokenizer`` covers.
+
+    The longest vocabulary entry, counted in its own alphabet (a byte-level BPE
+    piece has a character per byte, never fewer than the text it decodes to),
+    doubled for normalizers that shrink text (Unicode composition), and at
+    least ``MIN_CHARS_PER_TOKEN_BOUND``. So a text of ``n`` characters is at
+    least ``n / max_chars_per_token`` tokens. 256 when the vocabulary is unknown.
+    """
+    try:
+        longest = max(map(len, tokenizer.get_vocab()))
+    except Exception:  # no tokenizer, or one without a vocabulary to read
+        return 256
+    return max(MIN_CHARS_PER_TOKEN_BOUND, 2 * longest)
+
+
+class PromptRenderer:
+    """Chat messages and text prompts to prompt token ids, for the server's worker threads.
+
+    Before tokenizing it refuses (``OpenAIError``, 400, naming the field) a
+    text whose length alone proves it cannot fit: ``chars / chars_per_token``
+    tokens at least, plus ``max_tokens``, over ``context_tokens`` (None: no
+    check). A lone surrogate (``"\\ud800"`` in JSON, no Unicode text) and any
+    failure of the chat template or the tokenizer are the request's fault: 400.
+
+    Example::
+
+        renderer = PromptRenderer(tokenizer, context_tokens=8192)
+        request = renderer.chat(Request(messages=[{"role": "user", "content": "Hi"}]))  # now prompt_token_ids
+    """
+
+    def __init__(self, tokenizer: Any, context_tokens: int | None, chars_per_token: int | None = None):
+        self.tokenizer, self.context_tokens = tokenizer, context_tokens
+        self.chars_per_token = chars_per_token or (max_chars_per_token(tokenizer) if tokenizer is not None else 256)
+
+    def check_length(self, chars: int, max_tokens: int, param: str) -> None:
+        """Refuse a prompt of ``chars`` characters that cannot fit the context with ``max_tokens`` more."""
+        if self.context_tokens is None:
+            return
+        least = -(-chars // self.chars_per_token)
+        if least + max_tokens > self.context_tokens:
+            raise OpenAIError(
+                f"{param}: the prompt has {chars} characters, so at least {least} tokens (a token covers at most "
+                f"{self.chars_per_token} characters here), which with max_tokens ({max_tokens}) exceeds the "
+                f"model's context of {self.context_tokens} tokens; shorten the prompt or lower max_tokens",
+                400, param, "context_length_exceeded")
+
+    def chat(self, request: Request) -> Request:
+        """``request`` with its messages rendered by the chat template and tokenized (unchanged without a
+        tokenizer: the client renders)."""
+        if request.messages is None or self.tokenizer is None:
+            return request
+        try:
+            text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        except RecursionError:
+            raise OpenAIError("messages: nested too deeply to render", 400, "messages") from None
+        except Exception as e:  # the template refused these messages (e.g. roles out of order)
+            raise OpenAIError(f"messages: the chat template cannot render them: {_reason(e)}", 400,
+                              "messages") from None
+        if not isinstance(text, str):
+            raise OpenAIError("messages: the chat template did not render text", 400, "messages")
+        ids = self.encode(text, request.sampling.max_tokens, "messages", add_special_tokens=False,
+                          locate=lambda: _surrogate_path(request.messages, "messages"))
+        return request.model_copy(update={"prompt_token_ids": ids, "messages": None})
+
+    def encode(self, text: str, max_tokens: int, param: str, add_special_tokens: bool,
+               locate: Any = None) -> list[int]:
+        """``text``'s token ids, after the length and Unicode checks (``param`` names the field in errors;
+        ``locate()``, if given, says more precisely where a lone surrogate is)."""
+        self.check_length(len(text), max_tokens, param)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            where = (locate() if locate is not None else None) or param
+            raise OpenAIError(f"{where}: contains a lone surrogate (U+{ord(text[e.start]):04X}), which is not "
+                              "Unicode text; send valid UTF-8", 400, param, "invalid_unicode") from None
+        try:
+            ids = self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        except Exception as e:
+            raise OpenAIError(f"{param}: the tokenizer cannot encode it: {_reason(e)}", 400, param) from None
+        if not ids:
+            raise OpenAIError(f"{param}: the prompt is empty; give at least one token", 400, param)
+        return list(ids)
+
+
+def _reason(e: Exception) -> str:
+    text = str(e)
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+def _surrogate_path(obj: Any, path: str) -> str | None:
+    """Where in ``obj`` (messages) the first string with a lone surrogate is, e.g. ``messages[1].content``."""
+    stack = [(obj, path)]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return at
+        elif isinstance(node, dict):
+            stack.extend((v, f"{at}.{k}") for k, v in reversed(list(node.items())))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, f"{at}[{i}]") for i, v in reversed(list(enumerate(node))))
+    return None
 
 
 # ---- usage and logprobs -------------------------------------------------------------

@@ -30,7 +30,19 @@ Tools are rendered into the system prompt and parsed back out of the reply by
 ``tether.runtime.chat_format``; ``tool_choice`` is an instruction to the model,
 not a decoding constraint. Errors use OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``: 400 for a request that
-cannot be served as given, 500 when the engine fails.
+cannot be served as given (bad JSON, JSON nested too deeply, a lone surrogate,
+a prompt that cannot fit the context), 401 without the API key, 413 for a body
+over the size limit, 500 when the engine fails.
+
+Hardening: parsing the body, the chat template and the tokenizer run in
+worker threads (at most ``render_threads`` at once), never on the event loop,
+so ``/health`` and other requests go on while a big prompt is tokenized; chat
+requests reach the client as ``prompt_token_ids``. Before tokenizing, a
+prompt whose length in characters alone proves it cannot fit the context is
+refused (``PromptRenderer``). Bodies over ``max_body_bytes`` are refused with
+413, from ``Content-Length`` before any is read, else as they arrive. With
+``api_key`` every route but ``/health``, the OpenAPI docs and (unless
+``metrics_need_key``) ``/metrics`` needs ``Authorization: Bearer <key>``.
 
 Request bodies, errors and response fields are in
 ``tether.runtime.openai_protocol``; Prometheus metrics in
@@ -40,15 +52,19 @@ Request bodies, errors and response fields are in
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request as HTTPRequest
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether.engine import Request, RequestMetrics, RequestOutput
@@ -56,12 +72,17 @@ from tether.engine.tool_key import tool_key
 from tether.runtime.chat_format import ParsedReply, ToolCall, ToolCallStreamFilter, parse_tool_calls
 from tether.runtime.client import LLMClient
 from tether.runtime.openai_protocol import (ChatCompletionBody, CompletionBody, GenerationBody, OpenAIError,
-                                            TokenText, as_openai_error, chat_logprobs, chat_request,
-                                            completion_logprobs, completion_request, openai_usage, parse_body,
-                                            tool_hint)
+                                            PromptRenderer, TokenText, as_openai_error, chat_logprobs,
+                                            chat_request, completion_logprobs, completion_request, openai_usage,
+                                            parse_body, tool_hint)
 from tether.runtime.server_metrics import CountRequests, ServerMetrics
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 8 * 2**20  # 8 MiB: far more than any context's worth of text
+API_KEY_ENV = "TETHER_API_KEY"  # ``serve``'s API key when none is given
+# Open without the API key: liveness, and the OpenAPI schema and its docs pages.
+_OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 
 # ---- one generation -----------------------------------------------------------------
@@ -176,7 +197,7 @@ class _Call:
                     yield _sse(fmt.usage_chunk(self.run.usage()))
                 yield "data: [DONE]\n\n"
             except Exception as e:  # the 200 status is sent: report in-band, as OpenAI does
-                yield _sse(as_openai_error(e).body())
+                yield _sse(as_openai_error(e).body(), ascii_only=True)
             finally:
                 await self._end()  # also on client disconnect (cancellation): aborts the engine request
 
@@ -221,8 +242,114 @@ async def _hung_up(http: HTTPRequest, every_s: float = 0.2) -> None:
         await asyncio.sleep(every_s)
 
 
-def _sse(obj: Any) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+def _sse(obj: Any, ascii_only: bool = False) -> str:
+    """One server-sent event (``ascii_only`` for errors: a message quoting the request may hold a lone
+    surrogate, which UTF-8 cannot encode)."""
+    return f"data: {json.dumps(obj, ensure_ascii=ascii_only)}\n\n"
+
+
+# ---- limits and authentication --------------------------------------------------------
+
+class _Guard:
+    """ASGI middleware in front of the app: the API key, then the body-size limit.
+
+    Pure ASGI, so it answers before anything reads the body: a request without
+    the key is refused unread, and so is one whose ``Content-Length`` is over
+    the limit; a body without one (chunked) is counted as the app reads it,
+    and reading past the limit raises a 413 ``OpenAIError``.
+    """
+
+    def __init__(self, app: Any, api_key: str | None, open_paths: frozenset[str], max_body_bytes: int | None):
+        self.app, self.open_paths, self.max_body = app, open_paths, max_body_bytes
+        self.key = None if api_key is None else f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.key is not None and scope["path"] not in self.open_paths and not self._authorized(scope):
+            await _send(send, OpenAIError("missing or incorrect API key: send the header Authorization: Bearer "
+                                          "<key>", 401, code="invalid_api_key"),
+                        {"WWW-Authenticate": 'Bearer realm="tether"'})
+            return
+        if self.max_body is not None:
+            length = _header(scope, b"content-length")
+            if length is not None:
+                if not length.isdigit():
+                    await _send(send, OpenAIError("the Content-Length header is not a number", 400))
+                    return
+                if int(length) > self.max_body:
+                    await _send(send, self._too_large(int(length)))
+                    return
+            receive = self._counting(receive)
+        await self.app(scope, receive, send)
+
+    def _authorized(self, scope: dict) -> bool:
+        given = _header(scope, b"authorization")
+        return given is not None and hmac.compare_digest(given, self.key)
+
+    def _too_large(self, size: int | None = None) -> OpenAIError:
+        got = f" ({size} bytes)" if size is not None else ""
+        return OpenAIError(f"the request body{got} is over this server's limit of {self.max_body} bytes", 413,
+                           code="request_too_large")
+
+    def _counting(self, receive: Any) -> Any:
+        seen = [0]
+
+        async def counted() -> dict:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > self.max_body:
+                    raise self._too_large()
+            return message
+        return counted
+
+
+def _header(scope: dict, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value
+    return None
+
+
+async def _send(send: Any, error: OpenAIError, headers: dict[str, str] | None = None) -> None:
+    """Answer ``error`` straight through ASGI (the app is never called)."""
+    body = json.dumps(error.body()).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _context_tokens(client: LLMClient) -> int | None:
+    """The engine's context in tokens, where the client can tell (``max_model_len``; a ``LocalClient``'s
+    engine); None skips the character-count check."""
+    n = getattr(client, "max_model_len", None)
+    if n is None:
+        n = getattr(getattr(getattr(client, "engine", None), "core", None), "max_model_len", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def _with_request_bodies(app: FastAPI, bodies: dict[str, type], secured: bool) -> dict[str, Any]:
+    """The OpenAPI schema, with the bodies the handlers parse themselves (and the bearer key, if any)."""
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for path, model in bodies.items():
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(body.pop("$defs", {}))
+        schemas[model.__name__] = body
+        schema["paths"][path]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    if secured:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path, ops in schema["paths"].items():
+            if path not in _OPEN_PATHS:
+                for op in ops.values():
+                    op["security"] = [{"bearer": []}]
+    return schema
 
 
 # ---- response shapes ----------------------------------------------------------------
@@ -345,43 +472,68 @@ def _tool_message(reply: ParsedReply, raw_text: str) -> dict[str, Any]:
 
 # ---- endpoints ----------------------------------------------------------------------
 
-def create_app(client: LLMClient, model_name: str | None = None) -> FastAPI:
+def create_app(client: LLMClient, model_name: str | None = None, *, api_key: str | None = None,
+               metrics_need_key: bool = False, max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+               context_tokens: int | None = None, render_threads: int = 4) -> FastAPI:
     """The FastAPI app serving ``client`` under OpenAI's routes.
 
     Example::
 
-        app = create_app(LocalClient(Engine(EngineConfig(model="default"))))
+        app = create_app(LocalClient(Engine(EngineConfig(model="default"))), api_key="s3cret")
         uvicorn.run(app, port=8000)
 
     The engine binds to the event loop that first runs a request, so run the
     app in one server loop. ``model_name`` defaults to ``client.model_name``;
     requests may name any model and are answered by this one.
+
+    ``api_key``: every route but ``/health``, the OpenAPI docs and ``/metrics``
+    (with ``metrics_need_key``, that one too) answers 401 without
+    ``Authorization: Bearer <api_key>``. ``max_body_bytes`` (None: no limit)
+    refuses bigger bodies with 413. ``context_tokens`` (default: the client's
+    engine's ``max_model_len``, when it can tell) bounds prompts by their
+    length in characters before they are tokenized. ``render_threads``: how
+    many requests are parsed, rendered and tokenized at once, off the loop.
     """
     name = model_name or getattr(client, "model_name", None) or "tether"
     policy = getattr(client, "policy", None)  # the engine's policy preset (None: the client cannot tell)
     created = int(time.time())
     metrics = ServerMetrics()
-    tokens = TokenText(getattr(client, "tokenizer", None))
+    tokenizer = getattr(client, "tokenizer", None)
+    tokens = TokenText(tokenizer)
+    renderer = PromptRenderer(tokenizer, context_tokens if context_tokens is not None else _context_tokens(client))
+    limiter = anyio.CapacityLimiter(render_threads)
     app = FastAPI(title="tether", description="OpenAI-compatible API over a tether engine")
     app.state.client, app.state.metrics, app.state.model_name = client, metrics, name
 
+    async def off_loop(fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread: JSON parsing, chat templates and tokenizers can take seconds."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    def prepare_chat(raw: bytes) -> tuple[ChatCompletionBody, Request, list[str] | None, int | None]:
+        body = parse_body(raw, ChatCompletionBody)
+        request, tool_names, k = chat_request(body)
+        return body, renderer.chat(request), tool_names, k
+
+    def prepare_completion(raw: bytes) -> tuple[CompletionBody, Request]:
+        body = parse_body(raw, CompletionBody)
+        return body, completion_request(body, renderer)
+
     @app.exception_handler(OpenAIError)
-    async def _openai_error(_: HTTPRequest, e: OpenAIError) -> JSONResponse:
+    async def _openai_error(_: HTTPRequest, e: OpenAIError) -> Response:
         return e.response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: HTTPRequest, e: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(_: HTTPRequest, e: StarletteHTTPException) -> Response:
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
         return OpenAIError(str(e.detail), e.status_code, type=kind).response()
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: HTTPRequest, e: Exception) -> JSONResponse:
+    async def _unexpected(_: HTTPRequest, e: Exception) -> Response:
         return as_openai_error(e).response()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(http: HTTPRequest) -> Any:
-        body = parse_body(await http.body(), ChatCompletionBody)
-        request, tool_names, k = chat_request(body)
+        body, request, tool_names, k = await off_loop(prepare_chat, await http.body())
         call = await _Call(client, body, metrics).begin(request)
         head = {"id": "chatcmpl-" + request.request_id, "created": int(time.time()), "model": name,
                 "system_fingerprint": None}
@@ -390,8 +542,7 @@ def create_app(client: LLMClient, model_name: str | None = None) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(http: HTTPRequest) -> Any:
-        body = parse_body(await http.body(), CompletionBody)
-        request = completion_request(body, client.tokenizer)
+        body, request = await off_loop(prepare_completion, await http.body())
         call = await _Call(client, body, metrics).begin(request)
         head = {"id": "cmpl-" + request.request_id, "object": "text_completion", "created": int(time.time()),
                 "model": name}
@@ -421,19 +572,39 @@ def create_app(client: LLMClient, model_name: str | None = None) -> FastAPI:
         metrics.update_from_stats(await client.stats())
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            bodies = {"/v1/chat/completions": ChatCompletionBody, "/v1/completions": CompletionBody}
+            app.openapi_schema = _with_request_bodies(app, bodies, secured=api_key is not None)
+        return app.openapi_schema
+    app.openapi = openapi
+
     routes = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
-    app.add_middleware(CountRequests, metrics=metrics, routes=routes)
+    open_paths = _OPEN_PATHS if metrics_need_key else _OPEN_PATHS | {"/metrics"}
+    app.add_middleware(_Guard, api_key=api_key, open_paths=open_paths, max_body_bytes=max_body_bytes)
+    app.add_middleware(CountRequests, metrics=metrics, routes=routes)  # outermost: counts 401s and 413s too
     return app
 
 
 def serve(client: LLMClient, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None,
-          log_level: str = "info") -> None:
+          log_level: str = "info", *, api_key: str | None = None, metrics_need_key: bool = False,
+          max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES) -> None:
     """Serve ``client`` over HTTP until interrupted (blocks).
+
+    ``api_key`` defaults to the environment's ``TETHER_API_KEY`` (unset or empty: no key); see
+    ``create_app`` for the options.
 
     Example::
 
-        serve(LocalClient(Engine(EngineConfig(model="default"))), host="0.0.0.0", port=8000)
+        serve(LocalClient(Engine(EngineConfig(model="default"))), host="0.0.0.0", port=8000, api_key="s3cret")
     """
     import uvicorn
 
-    uvicorn.run(create_app(client, model_name), host=host, port=port, log_level=log_level)
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV) or None
+    if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        log.warning("serving on %s without an API key: anyone who reaches it can use the engine "
+                    "(set --api-key or %s)", host, API_KEY_ENV)
+    app = create_app(client, model_name, api_key=api_key, metrics_need_key=metrics_need_key,
+                     max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,11 +1,14 @@
 """Prometheus metrics of tether's HTTP server, served at ``GET /metrics``.
 
 Request counts by route and status, token counters, latency histograms, and
-the engine's own stats as gauges refreshed at scrape time.
+the engine's own stats as gauges refreshed at scrape time: every numeric stat
+the client reports, under the names below when listed there (e.g. ``programs``,
+``replica_restarts``), else as ``tether_engine_<stat>``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,7 +27,16 @@ _STAT_GAUGES = {
     "prefix_hit_rate": ("tether_prefix_hit_rate", "prefix_hit_tokens / prefix_query_tokens"),
     "preemptions": ("tether_preemptions", "Requests preempted for lack of KV blocks (engine total)"),
     "evicted_tokens": ("tether_evicted_tokens", "Tokens evicted from the prefix cache (engine total)"),
+    "programs": ("tether_programs", "Programs tracked by the engine's program table"),
+    "replica_restarts": ("tether_replica_restarts", "Engine replicas restarted after a failure (runtime total)"),
+    "host_blocks": ("tether_kv_host_blocks", "KV blocks held in the host-memory tier"),
 }
+_NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _gauge_spec(key: str) -> tuple[str, str]:
+    """The metric name and help of stats key ``key`` (any numeric stat is exported)."""
+    return _STAT_GAUGES.get(key) or (f"tether_engine_{_NOT_NAME.sub('_', key)}", f"Engine stat {key!r}")
 
 
 class ServerMetrics:
@@ -47,6 +59,7 @@ class ServerMetrics:
         self.latency = Histogram("tether_request_duration_seconds", "From request arrival to the last token",
                                  buckets=buckets, registry=r)
         self.gauges = {k: Gauge(name, doc, registry=r) for k, (name, doc) in _STAT_GAUGES.items()}
+        self._names = {name for name, _ in _STAT_GAUGES.values()}
 
     def record(self, usage: dict[str, Any], ttft: float | None, latency: float) -> None:
         """One finished request: its OpenAI ``usage`` and its timings in seconds (``ttft`` None: no token came)."""
@@ -58,10 +71,18 @@ class ServerMetrics:
         self.latency.observe(latency)
 
     def update_from_stats(self, stats: dict[str, Any]) -> None:
-        for key, gauge in self.gauges.items():
-            v = stats.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                gauge.set(v)
+        """Set a gauge for every numeric stat (non-numbers, e.g. per-replica lists and None, are skipped)."""
+        for key, v in stats.items():
+            if not isinstance(key, str) or not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            gauge = self.gauges.get(key)
+            if gauge is None:
+                name, doc = _gauge_spec(key)
+                if name in self._names:  # two keys sanitized alike: the first keeps the name
+                    continue
+                self._names.add(name)
+                gauge = self.gauges[key] = Gauge(name, doc, registry=self.registry)
+            gauge.set(v)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,11 +1,12 @@
 """The ``tether`` command line.
 
     tether demo [--policy P]       the main job: a multi-agent workflow on the embedded Ray cluster
-    tether serve --port 8000 [--policy P]   an OpenAI-compatible HTTP server
+    tether serve --port 8000 [--policy P] [--api-key KEY]   an OpenAI-compatible HTTP server
     tether run FILE.py:agent --input TEXT [--policy P]   run an agent from a file
     (--policy P: a scheduling preset of tether.engine.policies; default tether)
     tether bench engine --json     engine throughput and prefix-cache TTFT against transformers
     tether bench kernels --json    Triton kernels against torch (needs CUDA)
+    tether bench serve --clients 64 --seconds 60 --json   a loopback load test of the HTTP server
     tether model prepare [MODEL]   convert a model (default: the default model) into the cache
     tether trace convert INPUT --out trace.jsonl      any supported trajectory file or folder -> a trace
     tether trace synth --programs N --seed S --out trace.jsonl
@@ -37,15 +38,21 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from tether.runtime.server import serve
+    import os
+
+    from tether.runtime.server import API_KEY_ENV, serve
+    limits = {"api_key": args.api_key or os.environ.get(API_KEY_ENV) or None,
+              "metrics_need_key": args.metrics_need_key,
+              "max_body_bytes": int(args.max_body_mb * 2**20) if args.max_body_mb > 0 else None}
     if args.replicas:
         from tether.agents import Runtime
         with Runtime(model=args.model, replicas=args.replicas, policy=args.policy) as rt:
-            serve(rt.client(), args.host, args.port)
+            serve(rt.client(), args.host, args.port, **limits)
         return 0
     from tether.engine import Engine, EngineConfig
     from tether.runtime.client import LocalClient
-    serve(LocalClient(Engine(EngineConfig(model=args.model, policy=args.policy)), args.model), args.host, args.port)
+    serve(LocalClient(Engine(EngineConfig(model=args.model, policy=args.policy)), args.model), args.host, args.port,
+          **limits)
     return 0
 
 
@@ -126,9 +133,13 @@ def _bench(args: argparse.Namespace) -> int:
         from tether.engine.bench import main as bench_main
     elif args.what == "runtime":
         from tether.runtime.bench import main as bench_main
+    elif args.what == "serve":
+        from tether.runtime.bench_serve import main as bench_main
     else:
         from tether.kernels.bench import main as bench_main
-    bench_main(args.rest)
+    result = bench_main(args.rest)
+    if args.what == "serve" and (result["errors"] or not result["kv_blocks_free_after"]):
+        return 1
     return 0
 
 
@@ -153,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--model", default="default")
     s.add_argument("--replicas", type=int, default=0, help="serve through N Ray engine replicas (0: in-process)")
+    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route but /health "
+                   "and /metrics (default: the environment's TETHER_API_KEY; none: no key)")
+    s.add_argument("--metrics-need-key", action="store_true", help="/metrics needs the API key too")
+    s.add_argument("--max-body-mb", type=float, default=8.0, help="refuse request bodies over this many MiB "
+                   "with 413 (0: no limit; default 8)")
     _policy_option(s)
     s.set_defaults(fn=_serve)
 
@@ -165,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=_run)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against baselines measured in the same run)")
-    b.add_argument("what", choices=["engine", "kernels", "runtime"])
+    b.add_argument("what", choices=["engine", "kernels", "runtime", "serve"])
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark, e.g. --json")
     b.set_defaults(fn=_bench)
 
