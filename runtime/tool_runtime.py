@@ -358,10 +358,12 @@ def unescape(p):
     return "".join(out)
 
 def main():
-    work, cwd, tmp_size = sys.argv[1], sys.argv[2], sys.argv[3]
-    argv = sys.argv[5:]
+    work, cwd, tmp_size, keep = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    keep = [] if keep == "-" else keep.split(os.pathsep)
+    argv = sys.argv[6:]
     mount(work, work, None, MS_BIND | MS_REC, None)
     fd = os.open(work, os.O_PATH | os.O_DIRECTORY)
+    keep_fds = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in keep]
     with open("/proc/self/mountinfo") as f:
         lines = f.read().splitlines()
     for line in lines:
@@ -384,7 +386,12 @@ def main():
         if inside(work, "/tmp"):
             os.makedirs(work, exist_ok=True)
             mount("/proc/self/fd/%d" % fd, work, None, MS_BIND | MS_REC, None)
+        for p, kfd in keep_fds:  # the interpreter itself may live under /tmp
+            os.makedirs(p, exist_ok=True)
+            mount("/proc/self/fd/%d" % kfd, p, None, MS_BIND | MS_REC, None)
     os.close(fd)
+    for _, kfd in keep_fds:
+        os.close(kfd)
     os.chdir(cwd)
     # No capabilities, now or after exec; no privilege gain through setuid binaries.
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
@@ -423,6 +430,8 @@ def _bwrap_argv(
         if modern and tmp_bytes:
             out += ["--size", str(tmp_bytes)]
         out += ["--tmpfs", "/tmp"]
+        for path in _under_tmp(workdir):  # the interpreter itself may live under /tmp
+            out += ["--ro-bind", path, path]
     out += ["--bind", workdir, workdir, "--chdir", cwd]
     out += ["--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
     if not network:
@@ -443,7 +452,17 @@ def _unshare_argv(
     if not network:
         out.append("--net")
     tmp = str(tmp_bytes or 0) if private_tmp else "-"
-    return out + ["--", sys.executable, "-I", "-S", "-c", _UNSHARE_HELPER, workdir, cwd, tmp, "--", *argv]
+    keep = os.pathsep.join(_under_tmp(workdir)) if private_tmp else ""
+    return out + ["--", sys.executable, "-I", "-S", "-c", _UNSHARE_HELPER, workdir, cwd, tmp, keep or "-", "--",
+                  *argv]
+
+
+def _under_tmp(workdir: str) -> list[str]:
+    """This interpreter's folders that a private /tmp would hide (a venv in a checkout under /tmp)."""
+    dirs = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    dirs = {os.path.realpath(d) for d in dirs}
+    keep = [d for d in sorted(dirs) if d.startswith("/tmp/") and not (d + "/").startswith(workdir.rstrip("/") + "/")]
+    return [d for d in keep if not any(d != k and d.startswith(k + "/") for k in keep)]
 
 
 _WRAPPERS = {"bwrap": _bwrap_argv, "unshare": _unshare_argv}

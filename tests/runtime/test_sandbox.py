@@ -52,7 +52,8 @@ def test_writes_outside_the_work_dir_fail(kind, work, tmp_path):
         assert not p.exists(), p
     # /etc and the repository are read-only mounts (the work dir's parent is in the private /tmp).
     assert "/etc/tether-escape: Read-only file system" in r.output
-    assert f"{Path.cwd()}/tether-escape: Read-only file system" in r.output
+    if not str(Path.cwd()).startswith("/tmp/"):  # a checkout under /tmp is behind the private /tmp instead
+        assert f"{Path.cwd()}/tether-escape: Read-only file system" in r.output
 
 
 def test_cd_elsewhere_then_write_fails(kind, work):
