@@ -128,6 +128,7 @@ class Runtime:
             self.engine_overrides["policy"] = policy
         # an unknown name fails here, not inside a replica
         self.policy: str = POLICY_PRESETS.check(self.engine_overrides.get("policy", DEFAULT_POLICY))
+        self.max_model_len: int | None = None  # the replicas' context, read when they are ready
         self.tool_actors = tool_actors
         self.program_actors_n = program_actors
         self.tool_timeout_s = tool_timeout_s
@@ -172,6 +173,7 @@ class Runtime:
                          for _ in range(self.program_actors_n)]
         ready = ray.get([r.ready.remote() for r in self.replicas])  # surface a load error now, clearly
         self.policy = ready[0]["policy"]
+        self.max_model_len = min(r["max_model_len"] for r in ready)  # bounds prompts before tokenizing
         ray.get(self.router.watch.remote(self.replicas, [r["incarnation"] for r in ready]))
         return self
 
@@ -212,7 +214,9 @@ class Runtime:
 
     def client(self) -> ReplicaClient:
         """An ``LLMClient`` over this runtime's replicas (for the HTTP server, or direct calls)."""
-        return ReplicaClient(self.replicas, self.router, self.tokenizer, self.model, self.policy)
+        client = ReplicaClient(self.replicas, self.router, self.tokenizer, self.model, self.policy)
+        client.max_model_len = self.max_model_len
+        return client
 
     def stats(self) -> dict[str, Any]:
         """Engine stats summed over the live replicas (per replica under ``replicas``, a dead one as

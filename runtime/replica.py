@@ -26,6 +26,7 @@ class EngineReplicaImpl(LocalClient):
     async def ready(self) -> dict[str, Any]:
         return {"model": self.engine.config.model, "model_path": str(self.engine.model_path),
                 "policy": self.engine.config.policy, "kv_blocks": self.engine.stats().get("kv_blocks_total"),
+                "max_model_len": self.engine.core.max_model_len,
                 "incarnation": self.incarnation}
 
     async def ping(self) -> str:

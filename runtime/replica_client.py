@@ -82,6 +82,7 @@ class ReplicaClient(LLMClient):
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.policy = policy
+        self.max_model_len: int | None = None  # the replicas' context, when known: the server checks prompts
         self._route: dict[str, int] = {}
         self._lost: set[str] = set()  # programs whose replica died under them (their KV went with it)
 

@@ -77,6 +77,8 @@ def test_every_replica_runs_the_policy_and_the_server_reports_it(rt):
             return (await http.get("/health")).json(), (await http.get("/v1/models")).json()
     health, models = asyncio.run(ask())
     assert health == {"status": "ok", "policy": "tether"} and models["data"][0]["policy"] == "tether"
+    # The server bounds prompts by characters before tokenizing through replicas too.
+    assert rt.client().max_model_len == ray.get(rt.replicas[0].ready.remote())["max_model_len"] > 0
 
 
 def test_many_programs_run_concurrently_across_replicas(rt):
