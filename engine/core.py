@@ -114,10 +114,13 @@ class EngineCore:
     def end_program(self, program_id: str) -> None:
         """The program is over: release its pin and host-tier claims and forget it."""
         with self.lock:
-            prog = self.programs.end(program_id)
-            if prog is not None:
-                self.pins.program_ended(prog)
-                self.counters["programs_ended"] += 1
+            self._end_program(program_id, "programs_ended")
+
+    def _end_program(self, program_id: str, counter: str) -> None:
+        prog = self.programs.end(program_id)
+        if prog is not None:
+            self.pins.program_ended(prog)
+            self.counters[counter] += 1
 
     # ---- stepping --------------------------------------------------------------
     def has_work(self) -> bool:
@@ -126,7 +129,7 @@ class EngineCore:
     def expire_pins(self) -> None:
         """End pins whose TTL has passed, and forget programs idle too long (call when idle)."""
         with self.lock:
-            self.pins.expire({s.program_id for s in self.scheduler.waiting if s.program_id is not None})
+            self.scheduler.expire_pins()
             self._expire_programs()
 
     def _expire_programs(self) -> None:
@@ -136,9 +139,7 @@ class EngineCore:
         self._next_program_expiry = now + 1.0  # a scan a second at most
         idle = self.config.program_idle_s or max(600.0, 10 * self.programs.longest_tool_s)
         for prog in self.programs.expire(now, idle):
-            self.programs.end(prog.program_id)
-            self.pins.program_ended(prog)
-            self.counters["programs_expired"] += 1
+            self._end_program(prog.program_id, "programs_expired")
 
     def step(self) -> list[RequestOutput]:
         """Schedule and run one batch; returns the outputs it produced."""

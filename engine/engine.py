@@ -75,11 +75,17 @@ def build_core(config: EngineConfig, hf_model: torch.nn.Module, tokenizer: Any =
                       _eos_ids(hf_model, tokenizer), clock)
 
 
-def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
-    """The prompt token ids of ``messages`` under the model's chat template (ready for a reply)."""
+def chat_prompt_text(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
+    """``messages`` rendered by the model's chat template, ready for the assistant's reply."""
     if tokenizer is None:
         raise RequestRejected("messages need a tokenizer; this engine has none, pass prompt_token_ids")
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
+    """The prompt token ids of ``messages`` under the model's chat template (the template adds the
+    special tokens itself)."""
+    text = chat_prompt_text(tokenizer, messages)
     return tokenizer.encode(text, add_special_tokens=False)
 
 

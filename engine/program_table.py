@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterator
 
 
 @dataclass
@@ -149,11 +148,5 @@ class ProgramTable:
         """Programs holding a pin."""
         return list(self._pinned.values())
 
-    def __contains__(self, program_id: object) -> bool:
-        return program_id in self._programs
-
     def __len__(self) -> int:
         return len(self._programs)
-
-    def __iter__(self) -> Iterator[Program]:
-        return iter(list(self._programs.values()))

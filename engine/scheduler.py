@@ -84,11 +84,15 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
+    def expire_pins(self) -> None:
+        """End pins past their TTL whose program has no turn waiting (Continuum's rule)."""
+        if self.pins.programs.pinned():
+            self.pins.expire({s.program_id for s in self.waiting if s.program_id is not None})
+
     # ---- one step ---------------------------------------------------------------
     def schedule(self) -> ScheduledBatch:
         self.counters["steps"] += 1
-        if self.pins.programs.pinned():
-            self.pins.expire({s.program_id for s in self.waiting if s.program_id is not None})
+        self.expire_pins()
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
         self.running.sort(key=self.policy.key)

@@ -19,6 +19,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.engine import EngineError, Request, RequestMetrics, SamplingParams
+from tether.engine.engine import chat_prompt_text
 from tether.engine.tool_key import tool_key
 from tether.runtime.chat_format import ChatFormatError, apply_tools_to_messages, tool_names_of
 
@@ -322,7 +323,7 @@ class PromptRenderer:
         if request.messages is None or self.tokenizer is None:
             return request
         try:
-            text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            text = chat_prompt_text(self.tokenizer, request.messages)
         except RecursionError:
             raise OpenAIError("messages: nested too deeply to render", 400, "messages") from None
         except Exception as e:  # the template refused these messages (e.g. roles out of order)
