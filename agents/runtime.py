@@ -77,6 +77,29 @@ class ProgramHandle:
         self._actor.cancel.remote(self.program_id)
 
 
+def _check_resources(what: str, resources: dict[str, float] | None) -> dict[str, float] | None:
+    if resources is None:
+        return None
+    if not isinstance(resources, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and v > 0
+                                                  for k, v in resources.items()):
+        raise ValueError(f"{what} must map Ray resource names to positive amounts, e.g. "
+                         f'{{"tether_gpu": 1}}; got {resources!r}')
+    if {"CPU", "GPU", "memory"} & set(resources):
+        raise ValueError(f"{what} is for custom resources; CPU/GPU/memory are set by the runtime, got {resources!r}")
+    return dict(resources)
+
+
+def _replicas_for(cluster: dict[str, float], per_replica: dict[str, float] | None) -> int:
+    """How many replicas the cluster's ``per_replica`` resources fit (0 when none are asked for)."""
+    if not per_replica:
+        return 0
+    n = min(int(cluster.get(k, 0) // v) for k, v in per_replica.items())
+    if n < 1:
+        raise ValueError(f"no node of the cluster offers replica_resources={per_replica} "
+                         f"(cluster resources: {sorted(k for k in cluster if not k.startswith('node:'))})")
+    return n
+
+
 def _unwrap(res: ProgramResult) -> Any:
     if not res.ok:
         raise ProgramFailed(res)
@@ -107,6 +130,14 @@ class Runtime:
     another address, e.g. ``"0.0.0.0"`` for Ray's default (all interfaces). See
     ``tether.runtime.local_cluster``.
 
+    Placement on a multi-node cluster: ``replica_resources`` are custom Ray resources each engine
+    replica needs (e.g. ``{"tether_gpu": 1}``, advertised by the GPU nodes with ``ray start
+    --resources='{"tether_gpu": 1}'``), so replicas land only there; without ``replicas`` there is one
+    replica per such resource unit in the cluster. ``worker_resources`` do the same for the program
+    actors, tool executors and the router (e.g. CPU-only nodes). ``placement()`` says where each went.
+
+        Runtime(address="auto", replica_resources={"tether_gpu": 1}, worker_resources={"tether_cpu": 1})
+
     A replica that dies is restarted by Ray, at most ``replica_max_restarts`` times each; its
     in-flight requests fail (``ReplicaDied``), new programs go to the other replicas until it
     answers again, and ``stats()["replica_restarts"]`` counts the restarts.
@@ -115,9 +146,13 @@ class Runtime:
     def __init__(self, address: str | None = None, model: str = "default", replicas: int | None = None,
                  engine: dict[str, Any] | None = None, tool_actors: int = 2, program_actors: int = 1,
                  tool_timeout_s: float = 60.0, num_cpus: int | None = None, policy: str | None = None,
-                 ray_host: str | None = None, replica_max_restarts: int = 3):
+                 ray_host: str | None = None, replica_max_restarts: int = 3,
+                 replica_resources: dict[str, float] | None = None,
+                 worker_resources: dict[str, float] | None = None):
         if replica_max_restarts < 0:
             raise ValueError(f"replica_max_restarts must be >= 0, got {replica_max_restarts}")
+        self.replica_resources = _check_resources("replica_resources", replica_resources)
+        self.worker_resources = _check_resources("worker_resources", worker_resources)
         self.address = address
         self.ray_host = ray_host
         self.replica_max_restarts = replica_max_restarts
@@ -157,19 +192,27 @@ class Runtime:
             else:
                 ray.init(address=self.address, **quiet)
             self._started_ray = True
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        n = self.replicas_wanted or (gpus if gpus else 1)
+        cluster = ray.cluster_resources()
+        gpus = int(cluster.get("GPU", 0))
+        fit = _replicas_for(cluster, self.replica_resources)
+        if self.replicas_wanted and fit and self.replicas_wanted > fit:  # the rest would wait forever for a node
+            raise ValueError(f"replicas={self.replicas_wanted} but the cluster has room for {fit} with "
+                             f"replica_resources={self.replica_resources}; add nodes or ask for fewer")
+        n = self.replicas_wanted or fit or (gpus if gpus else 1)
         # Ray restarts a dead replica (a fresh engine); calls in flight on it fail rather than retry.
-        opts = {"num_cpus": 0, "max_restarts": self.replica_max_restarts, "max_task_retries": 0}
+        opts: dict[str, Any] = {"num_cpus": 0, "max_restarts": self.replica_max_restarts, "max_task_retries": 0}
         if gpus:
             opts["num_gpus"] = 1
+        if self.replica_resources:
+            opts["resources"] = dict(self.replica_resources)
+        worker = {"num_cpus": 0, **({"resources": dict(self.worker_resources)} if self.worker_resources else {})}
         cfg = self.engine_config(gpus)
         self.replicas = [EngineReplica.options(**opts).remote(cfg) for _ in range(n)]
-        self.router = Router.options(num_cpus=0).remote(n)
+        self.router = Router.options(**worker).remote(n)
         self.tools = ToolExecutorPool(self.tool_actors, default_timeout_s=self.tool_timeout_s,
-                                      actor_options={"num_cpus": 0})
-        self.programs = [AgentProgram.options(num_cpus=0).remote(self.replicas, self.router, self.tools, None,
-                                                                 self.model)
+                                      actor_options=worker)
+        self.programs = [AgentProgram.options(**worker).remote(self.replicas, self.router, self.tools, None,
+                                                               self.model)
                          for _ in range(self.program_actors_n)]
         ready = ray.get([r.ready.remote() for r in self.replicas])  # surface a load error now, clearly
         self.policy = ready[0]["policy"]
@@ -217,6 +260,16 @@ class Runtime:
         client = ReplicaClient(self.replicas, self.router, self.tokenizer, self.model, self.policy)
         client.max_model_len = self.max_model_len
         return client
+
+    def placement(self) -> dict[str, list[str]]:
+        """The Ray node id each actor runs on: ``replicas`` (in router order), ``programs``, ``tools``.
+
+            rt.placement()   # {"replicas": ["a3f...", "9c1..."], "programs": ["77e..."], "tools": [...]}
+        """
+        def node(actor: Any) -> str:  # the GCS's actor table: works without Ray's dashboard
+            return ray._private.state.state.actor_table(actor._actor_id.hex())["Address"]["NodeID"]
+        return {"replicas": [node(a) for a in self.replicas], "programs": [node(a) for a in self.programs],
+                "tools": [node(a) for a in (self.tools.actors if self.tools else [])]}
 
     def stats(self) -> dict[str, Any]:
         """Engine stats summed over the live replicas (per replica under ``replicas``, a dead one as

@@ -5,7 +5,10 @@ lengths drawn from 16-128 and forced with ignore_eos / min_new_tokens, the
 same for all three runners), served by (1) the engine, (2) ``generate`` one
 request at a time, (3) ``generate`` on one left-padded batch. Plus the prefix
 cache: cold over warm TTFT for a 1,500-token prompt whose first 1,400 tokens
-were served before.
+were served before. And guided decoding's cost: the engine run again with every
+request decoded under a JSON schema (same prompts and lengths), as a ratio of
+tokens/s in the same process. The result names the CPU and its vector ISA
+(``torch.backends.cpu.get_cpu_capability()``), which the speedups depend on.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import time
 import torch
 
 from tether.engine.config import EngineConfig
+from tether.engine.cpu_tuning import cpu_info
 from tether.engine.engine import Engine
+from tether.engine.guided import Guided
+from tether.engine.progress import progress
 from tether.engine.request import Request
 from tether.engine.sampling import SamplingParams
 
@@ -31,11 +37,20 @@ def _workload(n: int, seed: int, vocab: int) -> list[tuple[list[int], int]]:
             for _ in range(n)]
 
 
-async def _engine_run(engine: Engine, work) -> float:
+# A record list: nested objects, an enum, bounded numbers, an open-ended array (it never runs out before
+# max_tokens, so guided and plain runs emit the same number of tokens).
+GUIDED_SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": {
+    "type": "object", "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 9999},
+                                     "kind": {"enum": ["file", "dir", "link"]},
+                                     "size": {"type": "number", "minimum": 0}},
+    "required": ["id", "kind", "size"], "additionalProperties": False}}}, "required": ["items"]}
+
+
+async def _engine_run(engine: Engine, work, guided: Guided | None = None, advance=lambda n=1: None) -> float:
     async def one(ids, n):
-        sp = SamplingParams(max_tokens=n, temperature=0, ignore_eos=True)
-        async for _ in engine.generate(Request(prompt_token_ids=ids, sampling=sp)):
-            pass
+        sp = SamplingParams(max_tokens=n, temperature=0, ignore_eos=True, guided=guided)
+        async for out in engine.generate(Request(prompt_token_ids=ids, sampling=sp)):
+            advance(len(out.token_ids))
     t0 = time.perf_counter()
     await asyncio.gather(*(one(ids, n) for ids, n in work))
     return time.perf_counter() - t0
@@ -49,13 +64,14 @@ async def _ttft(engine: Engine, ids: list[int]) -> float:
     raise RuntimeError("no output")
 
 
-def _hf_sequential(hf, work) -> float:
+def _hf_sequential(hf, work, advance=lambda n=1: None) -> float:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for ids, n in work:
             x = torch.tensor([ids])
             hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
                         do_sample=False, pad_token_id=0)
+            advance(n)
     return time.perf_counter() - t0
 
 
@@ -80,7 +96,14 @@ async def _run(args) -> dict:
     out_tokens = sum(n for _, n in work)
 
     await _engine_run(engine, _workload(2, args.seed + 1, hf.config.vocab_size))  # warm up
-    t_engine = await _engine_run(engine, work)
+    with progress("engine (tokens)", out_tokens, args.json) as advance:
+        t_engine = await _engine_run(engine, work, advance=advance)
+    t_guided = None
+    if args.guided:
+        schema = Guided(json_schema=GUIDED_SCHEMA)
+        await _engine_run(engine, _workload(2, args.seed + 3, hf.config.vocab_size), schema)  # compiles it
+        with progress("engine, all guided (tokens)", out_tokens, args.json) as advance:
+            t_guided = await _engine_run(engine, work, schema, advance)
     rng = random.Random(args.seed + 2)
     shared = [rng.randrange(1000, 40000) for _ in range(1400)]
     cold = await _ttft(engine, [rng.randrange(1000, 40000) for _ in range(1500)])
@@ -89,10 +112,14 @@ async def _run(args) -> dict:
     stats = engine.stats()
     await engine.close()
 
-    t_seq = _hf_sequential(hf, work)
-    t_bat = _hf_batched(hf, work)
+    with progress("transformers sequential (tokens)", out_tokens, args.json) as advance:
+        t_seq = _hf_sequential(hf, work, advance)
+    with progress("transformers padded batch", None, args.json):
+        t_bat = _hf_batched(hf, work)
+    guided = {} if t_guided is None else {"guided_tokens_per_s": out_tokens / t_guided,
+                                          "guided_cost": 1 - t_engine / t_guided, "guided_wall_s": t_guided}
     return {
-        "model": args.model, "requests": args.requests, "output_tokens": out_tokens,
+        "model": args.model, "requests": args.requests, "output_tokens": out_tokens, **cpu_info(),
         "threads": torch.get_num_threads(),
         "tokens_per_s": out_tokens / t_engine,
         "hf_sequential_tokens_per_s": out_tokens / t_seq,
@@ -101,7 +128,7 @@ async def _run(args) -> dict:
         "speedup_vs_hf_batched": t_bat / t_engine,
         "cold_ttft_s": cold, "warm_ttft_s": warm, "prefix_ttft_ratio": cold / warm,
         "engine_wall_s": t_engine, "hf_sequential_wall_s": t_seq, "hf_batched_wall_s": t_bat,
-        "engine_steps": stats["steps"], "preemptions": stats["preemptions"],
+        "engine_steps": stats["steps"], "preemptions": stats["preemptions"], **guided,
     }
 
 
@@ -112,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--budget", type=int, default=512, help="engine token budget per step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-guided", dest="guided", action="store_false",
+                   help="skip the run with every request under a JSON schema (guided decoding's cost)")
     args = p.parse_args(argv)
     result = asyncio.run(_run(args))
     if args.json:

@@ -44,6 +44,21 @@ class EngineConfig(BaseModel):
     program_idle_s: float | None = Field(default=None, gt=0, description="forget a program idle this long "
                                          "(None: 10 times the longest tool call seen, at least 600 s)")
 
+    # ---- cross-agent KV reuse (engine/reuse.py) ----
+    reuse: Literal["off", "recompute", "anchors"] = Field(
+        default="recompute", description="place known segments' KV in new prompts and correct it: recompute the "
+        "deviating tokens (CacheBlend/RelayCaching), estimate the deviation from anchors (KVCOMM), or off")
+    reuse_store_tokens: int = Field(default=16384, ge=0, description="tokens of segment KV kept for reuse")
+    reuse_min_tokens: int = Field(default=32, ge=8, description="shortest span worth placing")
+    reuse_check_layer: int = Field(default=1, ge=1, description="layer where placed tokens' deviation is measured")
+    reuse_deviation_ratio: float = Field(default=1.5, gt=0, description="recompute tokens deviating more than "
+                                         "this times the mean")
+    reuse_sink_tokens: int = Field(default=4, ge=0, description="a placed span's first tokens, always recomputed")
+    reuse_tail_tokens: int = Field(default=10, ge=0, description="a placed span's last tokens, always recomputed")
+
+    stream_min_chunk: int = Field(default=1, ge=1, description="an open (streamed) prompt is prefilled once this "
+                                  "many of its tokens wait (engine/streaming.py)")
+
     # ---- scheduling: a preset fills what is not given ----
     policy: str = DEFAULT_POLICY
     queue_policy: str = "fcfs"

@@ -24,10 +24,12 @@ from tether.engine.pins import PinController
 from tether.engine.program_table import ProgramTable
 from tether.engine.queue_policy import QUEUE_POLICIES
 from tether.engine.request import Request, RequestOutput, RequestRejected, check_request
+from tether.engine.reuse import KVReuse
 from tether.engine.runner import Runner
 from tether.engine.scheduler import Scheduler
 from tether.engine.sequence import Sequence, stop_reason
 from tether.engine.stats import collect_stats
+from tether.engine import streaming
 from tether.engine.tool_predictor import EmpiricalPredictor
 from tether.engine.ttl_policy import TTL_RULES
 
@@ -57,11 +59,13 @@ class EngineCore:
         self.pins = PinController(self.programs, self.kv, TTL_RULES.get(config.pin_policy).from_config(config),
                                   EmpiricalPredictor(), self.clock, self.events, runner)
         policy = QUEUE_POLICIES.get(config.queue_policy).from_config(config, self.clock, self.programs)
-        self.scheduler = Scheduler(self.kv, self.pins, policy, self.clock, self.events, config)
+        self.reuse = KVReuse(config, runner, self.clock, self.events)
+        self.scheduler = Scheduler(self.kv, self.pins, policy, self.clock, self.events, config,
+                                   self.reuse if self.reuse.enabled else None)
         self.seqs: dict[str, Sequence] = {}
         self.lock = threading.RLock()
         self.counters = {"requests": 0, "finished": 0, "aborted": 0, "prompt_tokens": 0, "programs_ended": 0,
-                         "programs_expired": 0}
+                         "programs_expired": 0, "invalidated_tokens": 0}
         self.finished_metrics: list = []
 
     def add_listener(self, listener: Listener) -> None:
@@ -79,7 +83,7 @@ class EngineCore:
                 raise RequestRejected(f"request_id {request.request_id!r} is already in flight; use a unique id")
             now = self.clock.now() if arrival_time is None else arrival_time
             seq = Sequence(request.request_id, ids, request.sampling, now, request.program_id,
-                           request.is_last_turn, request.turn)
+                           request.is_last_turn, request.turn, request.segment_spans, request.kv_reuse)
             if request.program_id is not None:
                 prog, call = self.programs.turn_arrived(request.program_id, now)
                 self.pins.turn_arrived(prog, call, now)
@@ -99,6 +103,61 @@ class EngineCore:
                 return None
             self.counters["aborted"] += reason == "abort"
             return self._finish(seq, reason)
+
+    # ---- open (streamed) prompts: engine/streaming.py ------------------------------
+    def open_request(self, request: Request, arrival_time: float | None = None) -> Sequence:
+        """Queue ``request`` with its prompt still open: chunks are prefilled as they come, and
+        nothing is sampled until ``seal_prompt``. Cross-agent KV reuse is off for it (the prompt
+        it would place segments in keeps changing)."""
+        with self.lock:
+            seq = self.add_request(request.model_copy(update={"kv_reuse": False, "segment_spans": None}),
+                                   arrival_time)
+            seq.prompt_open = True
+            seq.kv_reuse = False
+            return seq
+
+    def append_prompt(self, request_id: str, token_ids: list[int], now: float | None = None) -> None:
+        """Add ``token_ids`` to an open prompt."""
+        with self.lock:
+            seq = self._open_seq(request_id)
+            self._check_prompt(seq, seq.token_ids + list(token_ids))
+            streaming.append_prompt(seq, list(token_ids), self._now(now))
+            self.counters["prompt_tokens"] += len(token_ids)
+
+    def replace_prompt(self, request_id: str, token_ids: list[int], now: float | None = None) -> int:
+        """Make an open prompt ``token_ids``, keeping the KV of the common prefix; returns the
+        computed tokens rolled back."""
+        with self.lock:
+            seq = self._open_seq(request_id)
+            self._check_prompt(seq, list(token_ids))
+            before = seq.num_tokens
+            lost = streaming.set_prompt(seq, list(token_ids), self.kv, self._now(now))
+            self.counters["prompt_tokens"] += seq.num_tokens - before
+            self.counters["invalidated_tokens"] += lost
+            return lost
+
+    def seal_prompt(self, request_id: str, now: float | None = None) -> None:
+        """The prompt is complete: its first token is sampled once its last token is computed."""
+        with self.lock:
+            streaming.seal_prompt(self._open_seq(request_id), self._now(now))
+
+    def _now(self, now: float | None) -> float:
+        return self.clock.now() if now is None else now
+
+    def _open_seq(self, request_id: str) -> Sequence:
+        seq = self.seqs.get(request_id)
+        if seq is None:
+            raise RequestRejected(f"no request {request_id!r} in flight (finished, aborted or never opened)")
+        if not seq.prompt_open:
+            raise RequestRejected(f"request {request_id!r} is sealed (or was not opened as a streamed prompt); "
+                                  "its prompt can no longer change")
+        return seq
+
+    def _check_prompt(self, seq: Sequence, ids: list[int]) -> None:
+        if not ids:
+            raise RequestRejected("the prompt would be empty; give at least one token")
+        check_request(Request(request_id=seq.request_id, prompt_token_ids=ids, sampling=seq.sampling),
+                      self.vocab_size, self.max_model_len, self.pool)
 
     # ---- programs ----------------------------------------------------------------
     def tool_hint(self, program_id: str, tool_keys: list[str]) -> int:
@@ -161,7 +220,10 @@ class EngineCore:
                                  duration_s=time.perf_counter() - t0)
             outputs = [self._finish(seq, "error", error=f"this request failed the engine step: "
                                     f"{type(e).__name__}: {e}") for seq, e in failed]
-            for seq, res in self.scheduler.update_from_output(ran, results):
+            sampled = self.scheduler.update_from_output(ran, results)
+            if self.reuse.enabled:
+                self.reuse.after_step(ran.seqs)
+            for seq, res in sampled:
                 lps = [res.logprobs] if res.logprobs is not None else None
                 reason = stop_reason(seq, res.token_id, self.eos_token_ids)
                 if reason is not None:
@@ -172,6 +234,8 @@ class EngineCore:
 
     def _finish(self, seq: Sequence, reason: str, new_ids: list[int] | None = None, logprobs=None,
                 error: str | None = None) -> RequestOutput:
+        if reason != "error" and self.reuse.enabled:
+            self.reuse.capture(seq)
         hashes = self.scheduler.finish(seq, reason)
         self.runner.forget(seq.request_id)
         self.seqs.pop(seq.request_id, None)

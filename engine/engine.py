@@ -10,6 +10,7 @@ per-request streams.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -24,8 +25,9 @@ from tether.engine.detokenizer import Detokenizer
 from tether.engine.events import Listener
 from tether.engine.model import build_model
 from tether.engine.model_loader import load_model
-from tether.engine.request import Request, RequestOutput, RequestRejected
+from tether.engine.request import Request, RequestOutput, RequestRejected, check_request
 from tether.engine.runner import ModelRunner
+from tether.engine.stream_api import PromptStream
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -71,6 +73,7 @@ def build_core(config: EngineConfig, hf_model: torch.nn.Module, tokenizer: Any =
         model_len = config.max_model_len
     runner = ModelRunner(model, num_blocks, config.block_size, seed=config.seed,
                          host_blocks=config.host_blocks(num_blocks))
+    runner.sampler.set_tokenizer(tokenizer)  # guided decoding compiles grammars for this vocabulary
     return EngineCore(config, runner, num_blocks, model_len, hf_model.config.vocab_size,
                       _eos_ids(hf_model, tokenizer), clock)
 
@@ -87,6 +90,46 @@ def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]
     special tokens itself)."""
     text = chat_prompt_text(tokenizer, messages)
     return tokenizer.encode(text, add_special_tokens=False)
+
+
+def chat_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Prompt ids of ``messages`` and each text content's [start, end) token span (the
+    segments whose KV later prompts may reuse)."""
+    return _ids_and_spans(tokenizer, chat_prompt_text(tokenizer, messages), messages)
+
+
+def content_spans(tokenizer: Any, text: str, messages: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """The token spans of ``messages``' text contents in ``text``, their rendered prompt.
+
+    Example::
+
+        spans = content_spans(tok, chat_prompt_text(tok, msgs), msgs)   # [(start, end), ...]
+    """
+    return _ids_and_spans(tokenizer, text, messages)[1]
+
+
+def _ids_and_spans(tokenizer: Any, text: str, messages: list[dict[str, Any]]
+                   ) -> tuple[list[int], list[tuple[int, int]]]:
+    if not getattr(tokenizer, "is_fast", False):  # no character offsets: no spans, outputs still serve
+        return tokenizer.encode(text, add_special_tokens=False), []
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    starts = [a for a, _ in offsets]
+    spans, cursor = [], 0
+    for m in messages:
+        content = m.get("content")
+        if not isinstance(content, str) or not content.strip():
+            continue
+        at = text.find(content, cursor)
+        if at < 0:  # the template rewrote it (stripped, say): no span for this message
+            continue
+        cursor = at + len(content)
+        first = last = bisect.bisect_left(starts, at)
+        while last < len(offsets) and offsets[last][1] <= cursor:
+            last += 1
+        if last > first:
+            spans.append((first, last))
+    return ids, spans
 
 
 class _Stream:
@@ -124,6 +167,7 @@ class Engine:
         self._loop_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
+        self._pending: list[tuple[Any, tuple, asyncio.Future]] = []  # streamed-prompt ops, applied between steps
 
     # ---- public API --------------------------------------------------------------
     async def generate(self, request: Request) -> AsyncIterator[RequestOutput]:
@@ -164,12 +208,52 @@ class Engine:
             if not finished:
                 self.core.abort(rid)
 
+    def open(self, request: Request) -> PromptStream:
+        """Open a streamed prompt (Stream2LLM): chunks are prefilled as they arrive, nothing is
+        sampled until ``seal()``; then iterate it like ``generate``. See ``stream_api.py``.
+
+        Example::
+
+            stream = engine.open(Request(messages=[{"role": "user", "content": ""}]))
+            await stream.append("retrieved text ...")
+            stream.seal()
+            async for out in stream: ...
+        """
+        if self._closed:
+            raise EngineError("the engine is closed")
+        self._ensure_loop()
+        rid = request.request_id
+        if rid in self._streams:
+            raise RequestRejected(f"request_id {rid!r} is already in flight; use a unique id")
+        head = tail = text = None
+        if request.messages is not None:
+            head, tail, text = PromptStream.split_template(self, request.messages)
+            ids = self.tokenizer.encode(head + text, add_special_tokens=False)
+            request = request.model_copy(update={"prompt_token_ids": ids, "messages": None})
+        sp = request.sampling
+        out = self._streams[rid] = _Stream(Detokenizer(self.tokenizer, sp.stop if sp.forced_output_ids is None else []))
+        try:  # checked now; queued to the loop so opening never waits on a running step
+            check_request(request, self.core.vocab_size, self.core.max_model_len, self.core.pool)
+        except BaseException:
+            self._streams.pop(rid, None)
+            raise
+        self._submit(self.core.open_request, request).add_done_callback(
+            lambda f: f.cancelled() or f.exception() is None or out.queue.put_nowait(f.exception()))
+        stream = PromptStream(self, request, out.queue)
+        if text is not None:
+            stream.text, stream._head, stream._tail = text, head, tail
+        self._wake.set()
+        return stream
+
     def render(self, request: Request) -> Request:
         """``request`` with its messages rendered into prompt token ids by the chat template."""
         if request.prompt_token_ids is not None:
             return request
-        return request.model_copy(update={"prompt_token_ids": chat_prompt_ids(self.tokenizer, request.messages),
-                                          "messages": None})
+        if self.tokenizer is None:
+            raise RequestRejected("messages need a tokenizer; this engine has none, pass prompt_token_ids")
+        ids, spans = chat_prompt(self.tokenizer, request.messages)
+        return request.model_copy(update={"prompt_token_ids": ids, "messages": None,
+                                          "segment_spans": request.segment_spans or spans})
 
     async def abort(self, request_id: str) -> None:
         """Abort a request; its stream ends with ``finish_reason="abort"``."""
@@ -222,9 +306,34 @@ class Engine:
                 out.finished, out.finish_reason = True, "stop"
             stream.queue.put_nowait(out)
 
+    def _submit(self, fn: Any, *args: Any) -> asyncio.Future:
+        """Run ``fn(*args)`` (a core call) on the loop between two steps; a future of its result.
+
+        A streamed prompt's chunks go through here: calling the core from another thread would
+        wait on its lock, which the step thread takes again at once (no fairness)."""
+        self._ensure_loop()
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, args, fut))
+        self._wake.set()
+        return fut
+
+    def _apply_pending(self) -> None:
+        ops, self._pending = self._pending, []
+        for fn, args, fut in ops:
+            try:
+                result = fn(*args)
+            except Exception as e:
+                if not fut.cancelled():
+                    fut.set_exception(e)
+            else:
+                if not fut.cancelled():
+                    fut.set_result(result)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self._pending:
+                self._apply_pending()
             if not self.core.has_work():
                 self._wake.clear()
                 timeout = 0.25 if self.core.programs.pinned() else None  # pins expire even when idle

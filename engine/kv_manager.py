@@ -115,6 +115,18 @@ class KVCacheManager:
         self.pool.free(seq.block_table)
         return seq.block_hashes(self.block_size)[:n] if self.enable_prefix_caching else []
 
+    def is_private(self, block_id: int) -> bool:
+        """Held by one sequence and not in the prefix cache: safe to write again."""
+        return self.pool.ref_count[block_id] == 1 and self.pool.block_hash[block_id] is None
+
+    def rollback(self, seq: Sequence, keep_blocks: int) -> None:
+        """Drop ``seq``'s blocks past its first ``keep_blocks`` (a streamed prompt was revised).
+
+        The caller truncates ``seq.block_table``; only full kept blocks stay registered for it."""
+        self.pool.free(seq.block_table[keep_blocks:])
+        if seq.request_id in self._num_cached:
+            self._num_cached[seq.request_id] = min(self._num_cached[seq.request_id], keep_blocks)
+
     # ---- pins: references held outside any sequence --------------------------------
     def cached_prefix(self, hashes: list[int]) -> list[int]:
         """Device blocks caching the leading ``hashes``, up to the first one not cached."""

@@ -7,7 +7,8 @@ A step's time is modeled as
 (fixed cost; per-sequence overhead; the weight matmuls, which scale with new
 tokens; attention, which scales with query tokens times keys). ``fit``
 derives the coefficients from measured steps by least squares; the simulated
-runner replays them. Saved as JSON so a profile measured on a GPU with a big
+runner replays them. An analytic profile (``roofline``) instead takes the longer of a
+step's compute and memory time on a named accelerator, plus the fixed costs. Saved as JSON so a profile measured on a GPU with a big
 model can be loaded anywhere.
 """
 
@@ -24,6 +25,33 @@ class StepShape(BaseModel):
 
     new_tokens: list[int]
     context: list[int]
+
+
+class Roofline(BaseModel):
+    """An analytic step cost: the longer of compute and memory traffic (a roofline), per step.
+
+    compute = flops_per_token * new tokens + flops_per_seq * seqs (the LM head of sampled rows)
+              + attn_flops_per_pair * sum(new_i * context_i);
+    memory  = weight_bytes (every step reads the weights once) + kv_bytes_per_token * sum(context_i).
+    ``flops_per_s`` and ``bytes_per_s`` are what the device achieves, not its datasheet peak.
+    ``tether.workloads.analytic_profile`` builds these from a model's shape and an accelerator.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    flops_per_token: float = Field(ge=0)
+    flops_per_seq: float = Field(default=0.0, ge=0)
+    attn_flops_per_pair: float = Field(default=0.0, ge=0)
+    weight_bytes: float = Field(ge=0)
+    kv_bytes_per_token: float = Field(default=0.0, ge=0)
+    flops_per_s: float = Field(gt=0)
+    bytes_per_s: float = Field(gt=0)
+
+    def time(self, new_tokens: list[int], context: list[int]) -> float:
+        flops = self.flops_per_token * sum(new_tokens) + self.flops_per_seq * len(new_tokens) \
+            + self.attn_flops_per_pair * sum(n * c for n, c in zip(new_tokens, context))
+        traffic = self.weight_bytes + self.kv_bytes_per_token * sum(context)
+        return max(flops / self.flops_per_s, traffic / self.bytes_per_s)
 
 
 class LatencyProfile(BaseModel):
@@ -43,9 +71,12 @@ class LatencyProfile(BaseModel):
     per_token_s: float = Field(ge=0)
     per_attn_s: float = Field(default=0.0, ge=0)
     copy_s_per_block: float = Field(default=0.0, ge=0, description="device <-> host tier copy, per block")
+    roofline: Roofline | None = Field(default=None, description="analytic step cost, added to base and per-seq")
     meta: dict = Field(default_factory=dict)
 
     def step_time(self, new_tokens: list[int], context: list[int]) -> float:
+        if self.roofline is not None:  # analytic: fixed overheads plus max(compute, memory)
+            return self.base_s + self.per_seq_s * len(new_tokens) + self.roofline.time(new_tokens, context)
         attn = sum(n * c for n, c in zip(new_tokens, context))
         return self.base_s + self.per_seq_s * len(new_tokens) + self.per_token_s * sum(new_tokens) \
             + self.per_attn_s * attn

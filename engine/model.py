@@ -17,6 +17,7 @@ import torch
 from tether.engine.attention import AttentionMetadata
 from tether.engine.linear import PackedLinear
 from tether.engine.registry import Registry
+from tether.engine.reuse_step import ReuseStep
 from tether.kernels import paged_attention, store_kv
 from tether.kernels.reference import rotate_half
 
@@ -73,8 +74,11 @@ class PagedCausalLM:
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
                 kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
-                logits_indices: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [len(logits_indices), vocab] (all rows when None) for one flattened step."""
+                logits_indices: torch.Tensor | None = None, reuse: ReuseStep | None = None) -> torch.Tensor:
+        """Logits [len(logits_indices), vocab] (all rows when None) for one flattened step.
+
+        ``reuse``: rows of placed tokens (KV already in the cache) to check, recompute in
+        part or record deltas for (``reuse_step.py``)."""
         h = self.inner.embed_tokens(input_ids)
         cos, sin = self.rope(positions)
         T = input_ids.shape[0]
@@ -83,11 +87,21 @@ class PagedCausalLM:
             q, k, v = self.qkv[i](layer.input_layernorm(h)).split((q_dim, kv_dim, kv_dim), dim=-1)
             q = q.reshape(T, self.num_heads, self.head_dim)
             k = k.reshape(T, self.num_kv_heads, self.head_dim)
+            v = v.reshape(T, self.num_kv_heads, self.head_dim)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
-            store_kv(k, v.reshape(T, self.num_kv_heads, self.head_dim), k_cache, v_cache, meta.slot_mapping)
+            keep = reuse.before_store(i, k, v, k_cache, v_cache, meta.slot_mapping) if reuse is not None else None
+            store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+            if keep is not None:  # placed rows that deviate little stop here: their placed KV stays
+                q, h, cos, sin = q[keep], h[keep], cos[keep], sin[keep]
+                if logits_indices is not None:
+                    logits_indices = (torch.cumsum(keep, 0) - 1)[logits_indices]
+                meta = meta.keep_rows(keep, positions if meta.query_positions is None else meta.query_positions)
+                positions = meta.query_positions
+                T = q.shape[0]
             o = paged_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
-                                self.scale, max_q_len=meta.max_q_len, max_seq_len=meta.max_seq_len)
+                                self.scale, max_q_len=meta.max_q_len, max_seq_len=meta.max_seq_len,
+                                query_positions=meta.query_positions)
             h = h + self.o_proj[i](o.reshape(T, q_dim))
             gate, up = self.gate_up[i](layer.post_attention_layernorm(h)).chunk(2, dim=-1)
             h = h + self.down[i](layer.mlp.act_fn(gate) * up)

@@ -43,7 +43,7 @@ def register_preset(preset: PolicyPreset) -> PolicyPreset:
 _VLLM = {"queue_policy": "fcfs", "eviction_policy": "lru", "pin_policy": "none", "max_pin_share": 0.5,
          "starvation_s": None,
          "starvation_turns": None, "pins_yield_to": "any", "pin_pressure": "release-first",
-         "admit_whole_prompt": False, "host_tier": "off"}
+         "admit_whole_prompt": False, "host_tier": "off", "reuse": "off"}
 
 register_preset(PolicyPreset(
     "baseline", "what vLLM gives: request FCFS, LRU eviction of the prefix cache, no pins, no offload tier",
@@ -65,10 +65,11 @@ register_preset(PolicyPreset(
     "times for its first token is starved and goes first; other prompts are admitted only when all of their "
     "chunks fit; pins end for admission only while nothing runs; a running request short of blocks preempts "
     "the lowest-priority request first and ends pins only when at most one runs; every evicted block goes "
-    "to the host tier",
+    "to the host tier; text another prompt already computed reuses its KV, placed and corrected by "
+    "recomputing the tokens that deviate",
     dict(_VLLM, queue_policy="program-fcfs", pin_policy="cost-benefit", max_pin_share=0.8, starvation_turns=3.0,
          starvation_s=60.0, pins_yield_to="idle", pin_pressure="preempt-first", admit_whole_prompt=True,
-         host_tier="all")))
+         host_tier="all", reuse="recompute")))
 
 
 def parse_policies(names: str | list[str]) -> list[PolicyPreset]:

@@ -9,6 +9,7 @@ import time
 from tether.engine.config import EngineConfig
 from tether.engine.engine import Engine
 from tether.engine.latency_profile import LatencyProfile, StepShape
+from tether.engine.progress import progress
 from tether.engine.request import Request
 from tether.engine.sampling import SamplingParams
 
@@ -20,6 +21,20 @@ def measure_profile(config: EngineConfig, seed: int = 0, rounds: int = 3) -> Lat
 
         prof = measure_profile(EngineConfig(model="default"))
         prof.save("profiles/cpu-smollm2.json")
+    """
+    shapes, times, runner = measure_steps(config, seed, rounds)
+    name = f"{config.model}@{config.device}"
+    prof = LatencyProfile.fit(shapes, times, name=name)
+    prof.copy_s_per_block = _copy_s_per_block(runner)
+    prof.meta.update(model=config.model, device=config.device, dtype=config.dtype,
+                     max_num_batched_tokens=config.max_num_batched_tokens)
+    return prof
+
+
+def measure_steps(config: EngineConfig, seed: int = 0, rounds: int = 3) -> tuple[list[StepShape], list[float], object]:
+    """The measured steps behind ``measure_profile``: (shapes, seconds each, the runner).
+
+        shapes, times, _ = measure_steps(EngineConfig(model="default"), rounds=1)
     """
     engine = Engine(config)
     core, runner = engine.core, engine.core.runner
@@ -33,6 +48,12 @@ def measure_profile(config: EngineConfig, seed: int = 0, rounds: int = 3) -> Lat
     core.add_listener(on_step)
     rng = random.Random(seed)
     limit = min(core.max_model_len, 4096)
+    with progress("profile (requests done)", rounds * 21) as advance:  # 1 + 4 + 16 requests a round
+        _run_rounds(core, rng, limit, rounds, times, advance)
+    return shapes, times, runner
+
+
+def _run_rounds(core, rng: random.Random, limit: int, rounds: int, times: list[float], advance) -> None:
     for r in range(rounds):
         # Vary batch width and prompt length so every term of the model is exercised.
         for width in (1, 4, 16):
@@ -42,13 +63,14 @@ def measure_profile(config: EngineConfig, seed: int = 0, rounds: int = 3) -> Lat
                                          sampling=SamplingParams(max_tokens=rng.randint(8, 48), temperature=0,
                                                                  ignore_eos=True)))
             while core.has_work():
-                core.step()
-    name = f"{config.model}@{config.device}"
-    prof = LatencyProfile.fit(shapes, times, name=name)
-    prof.copy_s_per_block = _copy_s_per_block(runner)
-    prof.meta.update(model=config.model, device=config.device, dtype=config.dtype,
-                     max_num_batched_tokens=config.max_num_batched_tokens)
-    return prof
+                # Time the whole step, not only the runner's part that the event reports: scheduling,
+                # host-tier copies and applying the results take real time too, and a replay's clock
+                # must advance by all of it.
+                n, t0 = len(times), time.perf_counter()
+                outs = core.step()
+                if len(times) > n:
+                    times[-1] = time.perf_counter() - t0
+                advance(sum(o.finished for o in outs))
 
 
 def _copy_s_per_block(runner, blocks: int = 64) -> float:

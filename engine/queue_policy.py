@@ -104,3 +104,29 @@ class ContinuumQueue(ProgramFCFS):
         not_last = [s for s in running if not s.is_last_turn]
         # max() keeps the first of equals: Continuum scans the running list with a strict ">".
         return max(not_last or running, key=lambda s: self.programs.arrival(s.program_id) or s.arrival_time)
+
+
+def _last_chunk_time(seq: Sequence) -> float:
+    t = seq.metrics.last_chunk_time
+    return seq.arrival_time if t is None else t
+
+
+@QUEUE_POLICIES.register("lcas")
+class LastChunkArrivalFirst(QueuePolicy):
+    """Stream2LLM's LCAS for streamed prompts: requests whose last chunk has arrived (sealed, or
+    never streamed) go before open ones, each group by the time of its latest chunk, earliest
+    first; so a completed prompt's first token is not queued behind contexts still arriving.
+    The victim is the tail: the open prompt whose data came last."""
+
+    def key(self, seq: Sequence) -> tuple:
+        return (seq.prompt_open, _last_chunk_time(seq), self._order.get(seq.request_id, 0))
+
+
+@QUEUE_POLICIES.register("mcps")
+class MostComputedFirst(QueuePolicy):
+    """Stream2LLM's MCPS: the request with the most tokens computed goes first (it is closest to
+    its first token, and preempting it would waste the most work); ties by arrival. The victim
+    is the request with the least computed."""
+
+    def key(self, seq: Sequence) -> tuple:
+        return (-seq.num_computed_tokens, seq.arrival_time, self._order.get(seq.request_id, 0))

@@ -34,6 +34,10 @@ class Request(BaseModel):
     program_id: str | None = None
     turn: int | None = Field(default=None, ge=0, description="the turn's index within its program")
     is_last_turn: bool = False
+    kv_reuse: bool = Field(default=True, description="let this prompt reuse other prompts' KV (placed segments)")
+    segment_spans: list[tuple[int, int]] | None = Field(
+        default=None, description="[start, end) token spans of the prompt whose KV may serve later prompts "
+        "(set by the front end: each message's content)")
 
     @model_validator(mode="after")
     def _one_prompt(self) -> "Request":
@@ -62,6 +66,9 @@ def check_request(request: Request, vocab_size: int, max_model_len: int, pool) -
         raise RequestRejected(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab_size})")
     if sp.forced_output_ids is not None and any(not 0 <= t < vocab_size for t in sp.forced_output_ids):
         raise RequestRejected(f"forced_output_ids: token ids must lie in [0, {vocab_size})")
+    for start, end in request.segment_spans or ():
+        if not 0 <= start < end <= len(ids):
+            raise RequestRejected(f"segment_spans: ({start}, {end}) is not a span of the {len(ids)}-token prompt")
     total = len(ids) + sp.max_tokens
     if total > max_model_len:
         raise RequestRejected(
@@ -82,11 +89,22 @@ class RequestMetrics:
     arrival_time: float
     prompt_tokens: int = 0
     prefix_hit_tokens: int = 0
+    reused_tokens: int = 0  # placed from other prompts' KV (cross-agent reuse)
     output_tokens: int = 0
     first_scheduled_time: float | None = None
     first_token_time: float | None = None
     finished_time: float | None = None
     preemptions: int = 0
+    last_chunk_time: float | None = None  # a streamed prompt's seal (engine/streaming.py)
+    invalidated_tokens: int = 0  # computed tokens a streamed prompt's replace rolled back
+
+    @property
+    def ttft_after_last_chunk(self) -> float | None:
+        """Time to first token from the moment the prompt was complete (arrival if not streamed)."""
+        if self.first_token_time is None:
+            return None
+        return self.first_token_time - (self.last_chunk_time if self.last_chunk_time is not None
+                                        else self.arrival_time)
 
     @property
     def ttft(self) -> float | None:

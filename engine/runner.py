@@ -13,6 +13,7 @@ from tether.engine.model import PagedCausalLM
 from tether.engine.sampler import SampleResult, Sampler
 from tether.engine.scheduler import ScheduledBatch
 from tether.engine.sequence import Sequence
+from tether.engine.placement import place_segments, read_segment_kv, reuse_rows
 from tether.kernels import copy_blocks
 
 
@@ -22,6 +23,8 @@ class Runner(ABC):
     @abstractmethod
     def execute(self, batch: ScheduledBatch) -> list[SampleResult | None]:
         """One result per ``batch.seqs`` entry: a sample, or None for a mid-prompt chunk."""
+
+    supports_reuse = False  # can read and place KV (cross-agent reuse)
 
     def forget(self, request_id: str) -> None:
         """The request is gone; drop any per-request state."""
@@ -46,6 +49,7 @@ def forced_token(seq: Sequence) -> int | None:
 
 
 class ModelRunner(Runner):
+    supports_reuse = True
     def __init__(self, model: PagedCausalLM, num_blocks: int, block_size: int, seed: int = 0,
                  host_blocks: int = 0):
         self.model = model
@@ -63,20 +67,31 @@ class ModelRunner(Runner):
     def forget(self, request_id: str) -> None:
         self.sampler.forget(request_id)
 
-    def prepare(self, batch: ScheduledBatch
+    def read_kv(self, seq: Sequence, start: int, end: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """K/V of ``seq``'s tokens ``start:end`` per layer, keys rotated as if ``start`` were 0."""
+        return read_segment_kv(self, seq.block_table, start, end)
+
+    def prepare(self, batch: ScheduledBatch, skip: list[set[int]] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int], torch.Tensor]:
         """Input ids, positions, attention metadata, the index in ``batch.seqs`` of each sampling
-        sequence, and the token row whose logits it samples from (its last)."""
+        sequence, and the token row whose logits it samples from (its last).
+
+        ``skip[i]``: positions of sequence i left out of the batch (placed KV used as is)."""
         bs = self.block_size
         ids, pos, slots, qsl, lens, sample_rows, logits_rows = [], [], [], [0], [], [], []
         for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_new_tokens)):
             start = seq.num_computed_tokens
             end = start + n
-            ids.extend(seq.token_ids[start:end])
-            pos.extend(range(start, end))
+            rows = range(start, end)
+            if skip and skip[i]:
+                rows = [p for p in rows if p not in skip[i]]
+                ids.extend(seq.token_ids[p] for p in rows)
+            else:
+                ids.extend(seq.token_ids[start:end])
+            pos.extend(rows)
             table = seq.block_table
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-            qsl.append(qsl[-1] + n)
+            slots.extend(table[p // bs] * bs + p % bs for p in rows)
+            qsl.append(qsl[-1] + len(rows))
             lens.append(end)
             if end == seq.num_tokens:
                 sample_rows.append(i)
@@ -91,7 +106,8 @@ class ModelRunner(Runner):
             block_tables=tables.to(dev),
             query_start_loc=torch.tensor(qsl, dtype=torch.int32, device=dev),
             seq_lens=torch.tensor(lens, dtype=torch.int32, device=dev),
-            max_q_len=max(batch.num_new_tokens), max_seq_len=max(lens))
+            max_q_len=max(batch.num_new_tokens), max_seq_len=max(lens),
+            query_positions=torch.tensor(pos, dtype=torch.int64, device=dev) if skip and any(skip) else None)
         return (torch.tensor(ids, dtype=torch.int64, device=dev), torch.tensor(pos, dtype=torch.int64, device=dev),
                 meta, sample_rows, torch.tensor(logits_rows, dtype=torch.int64, device=dev))
 
@@ -139,9 +155,14 @@ class ModelRunner(Runner):
         return results
 
     def _execute(self, batch: ScheduledBatch) -> list[SampleResult | None]:
-        input_ids, positions, meta, sample_rows, logits_indices = self.prepare(batch)
+        placing = any(seq.placements for seq in batch.seqs)
+        skip = place_segments(self, batch) if placing else None
+        input_ids, positions, meta, sample_rows, logits_indices = self.prepare(batch, skip)
         results: list[SampleResult | None] = [None] * len(batch.seqs)
-        logits = self.model.forward(input_ids, positions, meta, self.kv_caches, logits_indices)
+        reuse = reuse_rows(self, batch, positions, meta.query_start_loc) if placing else None
+        logits = self.model.forward(input_ids, positions, meta, self.kv_caches, logits_indices, reuse)
+        if reuse is not None:
+            reuse.finish()
         if not sample_rows:
             return results
         seqs = [batch.seqs[i] for i in sample_rows]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tether.engine.guided import Guided
+
 
 class SamplingParams(BaseModel):
     """How to pick each output token.
@@ -17,7 +19,9 @@ class SamplingParams(BaseModel):
     ``forced_output_ids`` makes the emitted tokens exactly this list (the model
     still runs every decode step; stop conditions do not apply), and the request
     finishes when the list is used up: the replay harness replays recorded outputs
-    with it.
+    with it. ``guided`` constrains the output to a grammar (a JSON schema, any
+    JSON object, a regex or a Lark grammar; see ``tether.engine.guided``), e.g.
+    ``SamplingParams(guided=Guided(json_schema=schema))``.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -32,6 +36,7 @@ class SamplingParams(BaseModel):
     ignore_eos: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=20)
     forced_output_ids: list[int] | None = None
+    guided: Guided | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "SamplingParams":
@@ -41,6 +46,10 @@ class SamplingParams(BaseModel):
             if len(self.forced_output_ids) > self.max_tokens:
                 # The forced list defines the output length.
                 object.__setattr__(self, "max_tokens", len(self.forced_output_ids))
+        if self.guided is not None and self.forced_output_ids is not None:
+            # A forced output is not sampled, so no grammar applies: replaying a recorded reply through a
+            # caller that constrains by default (the SDK's tools, a server's tool_choice) must still work.
+            object.__setattr__(self, "guided", None)
         if any(not s for s in self.stop):
             raise ValueError("stop: stop strings must be non-empty")
         return self

@@ -18,6 +18,7 @@ from tether.engine.pins import PinController
 from tether.engine.queue_policy import QueuePolicy
 from tether.engine.sampler import SampleResult
 from tether.engine.sequence import Sequence, SeqStatus
+from tether.engine.streaming import is_idle_open, park_idle, unpark
 
 
 @dataclass
@@ -45,8 +46,9 @@ class Scheduler:
     runs (``preempt-first``)."""
 
     def __init__(self, kv: KVCacheManager, pins: PinController, policy: QueuePolicy, clock: Clock,
-                 events: EventBus, config):
+                 events: EventBus, config, reuse=None):
         self.kv = kv
+        self.reuse = reuse  # KVReuse: places known segments' KV at admission
         self.pins = pins
         self.policy = policy
         self.clock = clock
@@ -56,10 +58,13 @@ class Scheduler:
         self.pins_yield_to = config.pins_yield_to
         self.pin_pressure = config.pin_pressure
         self.admit_whole_prompt = config.admit_whole_prompt
+        # An open prompt is prefilled once this many of its tokens wait: a CPU step has a high fixed
+        # cost, so prefilling every small chunk on arrival falls behind the arrivals.
+        self.open_min_chunk = config.stream_min_chunk
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
         self.counters = {"steps": 0, "computed_tokens": 0, "recomputed_tokens": 0, "generated_tokens": 0,
-                         "preemptions": 0}
+                         "preemptions": 0, "idle_parked_host": 0, "idle_parked_recompute": 0}
 
     # ---- queue membership -------------------------------------------------------
     def add(self, seq: Sequence) -> None:
@@ -78,11 +83,14 @@ class Scheduler:
         seq.finish_reason = reason
         seq.metrics.finished_time = self.clock.now()
         hashes = self._free(seq)
+        unpark(seq, self.kv)
         self.policy.on_finish(seq)
         return hashes
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        """Anything to compute now (an open prompt waiting for its next chunk is not)."""
+        m = self.open_min_chunk
+        return any(not is_idle_open(s, m) for s in self.running) or any(not is_idle_open(s, m) for s in self.waiting)
 
     def expire_pins(self) -> None:
         """End pins past their TTL whose program has no turn waiting (Continuum's rule)."""
@@ -103,7 +111,10 @@ class Scheduler:
                 break
             if seq.status != SeqStatus.RUNNING:  # preempted earlier in this loop
                 continue
-            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            # An open prompt holds its newest token back: computing it would sample.
+            n = min(seq.num_tokens - seq.num_computed_tokens - seq.prompt_open, budget)
+            if n <= 0 or (seq.prompt_open and n < min(self.open_min_chunk, budget)):
+                continue
             if not self._make_room(seq, n, batch):
                 continue
             batch.seqs.append(seq)
@@ -157,11 +168,31 @@ class Scheduler:
             if self.pin_pressure == "release-first" or len(self.running) <= 1:
                 if self.pins.release_least_valuable():
                     continue
-            victim = self.policy.victim(self.running)
+            victim = self._victim()
             self._preempt(victim, batch)
             if victim is seq:
                 return False
         return True
+
+    def _victim(self) -> Sequence:
+        """Whom to preempt: an idle open prompt first (it waits on its client, not on us), the
+        lowest-ranked of them; else the policy's choice."""
+        idle = [s for s in self.running if is_idle_open(s, self.open_min_chunk)]
+        if idle:
+            self._park(idle[-1])
+        return idle[-1] if idle else self.policy.victim(self.running)
+
+    def _park(self, seq: Sequence) -> None:
+        """Recompute or host tier for a preempted idle partial prompt (cost model: streaming.py)."""
+        self.counters["idle_parked_" + park_idle(seq, self.kv, self.pins.cost)] += 1
+
+    def _preempt_idle_open(self, batch: ScheduledBatch) -> bool:
+        """Preempt the lowest-ranked open prompt that waits for its next chunk; False if none."""
+        idle = [s for s in sorted(self.running, key=self.policy.key) if is_idle_open(s, self.open_min_chunk)]
+        if idle:
+            self._park(idle[-1])
+            self._preempt(idle[-1], batch)
+        return bool(idle)
 
     def _may_end_pins(self, seq: Sequence) -> bool:
         """May a waiting request's admission end other programs' pins?"""
@@ -186,28 +217,38 @@ class Scheduler:
     def _free(self, seq: Sequence) -> list[int]:
         hashes = self.kv.free(seq)
         seq.block_table = []
+        seq.placements = []  # planned again at the next admission
         seq.num_computed_tokens = 0
         return hashes
 
     def _admit(self, batch: ScheduledBatch, budget: int) -> int:
         self.waiting.sort(key=self.policy.key)
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
+        i = 0
+        while i < len(self.waiting) and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[i]
             hit = self.kv.find_cached_prefix(seq)
             hit_tokens = hit.num_blocks * self.kv.block_size
-            n = min(seq.num_tokens - hit_tokens, budget)
+            n = min(seq.num_tokens - hit_tokens - seq.prompt_open, budget)
+            if n <= 0 or (seq.prompt_open and n < min(self.open_min_chunk, budget)):  # waits for more chunks
+                i += 1
+                continue
             reserve = 0
             if self.admit_whole_prompt and not self.policy.starved(seq):  # room for the later chunks too
                 reserve = -(-(seq.num_tokens - hit_tokens - n) // self.kv.block_size)
             blocks = self._allocate_admission(seq, n, hit, reserve)
+            while blocks is None and not seq.prompt_open and self._preempt_idle_open(batch):
+                blocks = self._allocate_admission(seq, n, hit, reserve)  # Stream2LLM: idle partial prompts yield
             if blocks is None:
                 break  # head-of-line waits for blocks; running requests will free some
             seq.block_table = blocks
             seq.num_computed_tokens = hit_tokens
+            unpark(seq, self.kv)  # its host copies, if any, were found by the prefix lookup
+            if self.reuse is not None:
+                self.reuse.plan(seq, hit_tokens)
             self.pins.admitted(seq)
             if seq.metrics.first_scheduled_time is None:
                 seq.metrics.prefix_hit_tokens = hit_tokens
-            self.waiting.pop(0)
+            self.waiting.pop(i)
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
             batch.seqs.append(seq)

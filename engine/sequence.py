@@ -28,7 +28,8 @@ class Sequence:
 
     def __init__(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams,
                  arrival_time: float, program_id: str | None = None, is_last_turn: bool = False,
-                 turn: int | None = None):
+                 turn: int | None = None, segment_spans: list[tuple[int, int]] | None = None,
+                 kv_reuse: bool = True):
         self.request_id = request_id
         self.token_ids: list[int] = list(prompt_token_ids)
         self.num_prompt_tokens = len(prompt_token_ids)
@@ -43,6 +44,11 @@ class Sequence:
         self.block_table: list[int] = []
         self._block_hashes: list[int] = []  # chained hash of each full block of token_ids
         self.finish_reason: str | None = None
+        self.segment_spans = segment_spans  # message contents: spans whose KV may serve other prompts
+        self.kv_reuse = kv_reuse
+        self.placements: list = []  # segments' KV placed in this prompt (reuse.py), set at admission
+        self.prompt_open = False  # the prompt is still arriving (streaming.py): nothing is sampled yet
+        self.host_kept: list[int] = []  # block hashes kept on the host tier while preempted (streaming.py)
         self.metrics = RequestMetrics(arrival_time=arrival_time, prompt_tokens=len(prompt_token_ids))
 
     def block_hashes(self, block_size: int) -> list[int]:

@@ -38,12 +38,19 @@ def store_kv(key, value, k_cache, v_cache, slot_mapping) -> None:
 
 
 def paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale, *,
-                    max_q_len: int | None = None, max_seq_len: int | None = None):
+                    max_q_len: int | None = None, max_seq_len: int | None = None,
+                    query_positions=None):
     """Varlen paged attention for decodes and prefill chunks. See ``reference.paged_attention``.
 
     ``max_q_len`` / ``max_seq_len``, when known on the host, spare the Triton
     kernels a device read-back; the reference does not need them.
+    ``query_positions`` (rows at explicit, possibly gapped positions: the few tokens
+    recomputed after a KV placement) always takes the reference: the Triton kernel
+    derives positions from contiguous chunks.
     """
+    if query_positions is not None:
+        return reference.paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale,
+                                         query_positions)
     if backend_for(q) == "triton":
         return _triton().paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale,
                                          max_q_len=max_q_len, max_seq_len=max_seq_len)

@@ -26,7 +26,8 @@ def store_kv(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                     block_tables: torch.Tensor, query_start_loc: torch.Tensor,
-                    seq_lens: torch.Tensor, scale: float) -> torch.Tensor:
+                    seq_lens: torch.Tensor, scale: float,
+                    query_positions: torch.Tensor | None = None) -> torch.Tensor:
     """Attention for a varlen batch of decodes and prefill chunks over the paged cache.
 
     ``q``: [num_tokens, num_heads, head_dim]; sequence ``s`` owns query rows
@@ -39,9 +40,15 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     Decode rows (``q_len == 1``) run as padded batches, since per-sequence calls
     would cost more in dispatch than in arithmetic on a CPU; one batch per group
     of similar lengths, so one long context does not pad every short one to it.
+
+    ``query_positions`` ([num_tokens]), when given, says where each query row sits
+    instead: a chunk's rows may then skip positions (tokens whose KV was placed from
+    another prompt and is not recomputed); each row attends to keys ``0..its position``.
     """
     qsl = query_start_loc.tolist()
     lens = seq_lens.tolist()
+    if query_positions is not None:
+        return _sparse_queries(q, k_cache, v_cache, block_tables, qsl, lens, query_positions, scale)
     decodes = [s for s in range(len(lens)) if qsl[s + 1] - qsl[s] == 1]
     groups = _length_groups(decodes, lens)
     if len(decodes) == q.shape[0] and len(groups) == 1:  # the common step: no row shuffling
@@ -55,6 +62,16 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         start, end = qsl[s], qsl[s + 1]
         if end - start > 1:
             out[start:end] = _prefill_one(q[start:end], k_cache, v_cache, block_tables[s], seq_len, scale)
+    return out
+
+
+def _sparse_queries(q, k_cache, v_cache, block_tables, qsl, lens, query_positions, scale):
+    out = torch.empty_like(q)
+    for s, seq_len in enumerate(lens):
+        start, end = qsl[s], qsl[s + 1]
+        if end > start:
+            out[start:end] = _prefill_one(q[start:end], k_cache, v_cache, block_tables[s], seq_len, scale,
+                                          query_positions[start:end])
     return out
 
 
@@ -91,13 +108,16 @@ def _decode_batch(q, k_cache, v_cache, block_tables, seq_lens, max_len, scale):
     return o.reshape(B, H, D).to(q.dtype)
 
 
-def _prefill_one(q, k_cache, v_cache, block_table, seq_len, scale):
+def _prefill_one(q, k_cache, v_cache, block_table, seq_len, scale, positions=None):
     block_size = k_cache.shape[1]
     q_len = q.shape[0]
     n_blocks = -(-seq_len // block_size)
     k = _gather(k_cache, block_table[:n_blocks], seq_len).transpose(0, 1)  # [kvh, L, D]
     v = _gather(v_cache, block_table[:n_blocks], seq_len).transpose(0, 1)
-    if q_len == seq_len:
+    if positions is not None:  # rows at given positions
+        qpos = positions.to(q.device).long()[:, None]
+        mask, causal = torch.arange(seq_len, device=q.device)[None, :] <= qpos, False
+    elif q_len == seq_len:
         mask, causal = None, True
     else:  # query j sees keys up to (seq_len - q_len + j)
         qpos = torch.arange(seq_len - q_len, seq_len, device=q.device)[:, None]

@@ -23,6 +23,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Collection
 
+from tether.engine.guided import JSON_OPTIONS, Guided, json_schema_error
+
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 _BLOCK = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), re.DOTALL)
@@ -159,6 +161,62 @@ def tool_names_of(tools: list[dict[str, Any]] | None) -> list[str]:
         tool_names_of([{"type": "function", "function": {"name": "search"}}])   # ["search"]
     """
     return [_as_openai_tool(t)["function"]["name"] for t in tools or []]
+
+
+# ---- constrained tool calls ---------------------------------------------------------
+
+def tool_call_grammar(tools: list[dict[str, Any]] | None, tool_choice: Any = "auto",
+                      parallel_tool_calls: bool = True, answer_schema: dict[str, Any] | None = None
+                      ) -> Guided | None:
+    """A grammar that makes the reply's ``<tool_call>`` blocks valid calls of ``tools`` (None: no constraint).
+
+    Example::
+
+        g = tool_call_grammar([weather_tool], "required")   # -> Guided(lark=...)
+        SamplingParams(max_tokens=128, guided=g)
+
+    Each block holds ``{"name": <one of the tools>, "arguments": <that tool's
+    parameters schema>}``. ``"required"`` and a named function allow only calls
+    (a named function: only that one); ``"auto"`` allows plain text (with no
+    ``<tool_call>`` in it) or text followed by calls; ``"none"`` or no tools: None.
+    ``parallel_tool_calls=False`` allows one call. With ``answer_schema``, the
+    plain answer ``"auto"`` allows is a JSON value of that schema instead of text.
+    Raises ``ChatFormatError`` naming a tool whose parameters are no usable schema.
+    """
+    tools = list(tools or [])
+    _check_tool_choice(tools, tool_choice)
+    if not tools or tool_choice == "none":
+        return None
+    forced = _forced_name(tool_choice)
+    fns = [_as_openai_tool(t)["function"] for t in tools]
+    for i, fn in enumerate(fns):
+        problem = json_schema_error(fn["parameters"]) if fn.get("parameters") is not None else None
+        if problem:
+            raise ChatFormatError(f"tools[{i}].function.parameters: not a usable JSON schema ({problem})")
+    if forced is not None:
+        fns = [f for f in fns if f["name"] == forced]
+    bodies = " | ".join(f"%json {json.dumps(_call_schema(f), ensure_ascii=False)}" for f in fns)
+    more = '("\\n" call)*' if parallel_tool_calls else ""
+    if tool_choice in (None, "auto") and answer_schema is not None:
+        answer = json.dumps({**answer_schema, "x-guidance": JSON_OPTIONS}, ensure_ascii=False)
+        lark = f"start: answer | call {more}\nanswer: %json {answer}\n"
+    elif tool_choice in (None, "auto"):
+        # TEXT: prose with no tag; LEAD: prose up to and including the first tag (one lexeme, so the
+        # lexer never has to guess where the prose ends).
+        lark = (f"start: TEXT | first {more}\n"
+                f'first: LEAD body "{TOOL_CALL_CLOSE}"\n'
+                f"TEXT: /(?s:.+)/ & ~/(?s:.*{re.escape(TOOL_CALL_OPEN)}.*)/\n"
+                f"LEAD: /(?s:.*{re.escape(TOOL_CALL_OPEN)})/ & ~/(?s:.*{re.escape(TOOL_CALL_OPEN)}.+)/\n")
+    else:
+        lark = f"start: call {more}\n"
+    lark += f'call: "{TOOL_CALL_OPEN}" body "{TOOL_CALL_CLOSE}"\nbody: {bodies}\n'
+    return Guided(lark=lark)
+
+
+def _call_schema(fn: dict[str, Any]) -> dict[str, Any]:
+    params = fn.get("parameters") or {"type": "object", "properties": {}}
+    return {"type": "object", "properties": {"name": {"const": fn["name"]}, "arguments": params},
+            "required": ["name", "arguments"], "additionalProperties": False, "x-guidance": JSON_OPTIONS}
 
 
 # ---- parsing ------------------------------------------------------------------------

@@ -19,9 +19,10 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.engine import EngineError, Request, RequestMetrics, SamplingParams
-from tether.engine.engine import chat_prompt_text
+from tether.engine.engine import chat_prompt_text, content_spans
 from tether.engine.tool_key import tool_key
-from tether.runtime.chat_format import ChatFormatError, apply_tools_to_messages, tool_names_of
+from tether.engine.guided import Guided, json_schema_error
+from tether.runtime.chat_format import ChatFormatError, apply_tools_to_messages, tool_call_grammar, tool_names_of
 
 
 # ---- errors -------------------------------------------------------------------------
@@ -96,6 +97,23 @@ class NamedToolChoice(BaseModel):
     function: dict[str, str]
 
 
+class JsonSchemaFormat(BaseModel):
+    """``response_format.json_schema``: the schema the reply must match (always enforced, ``strict`` or not)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = Field(default="response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: ``text``, ``json_object`` (any JSON object) or ``json_schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class ToolHintCall(BaseModel):
     """One entry of ``tool_hint`` given as a call: the tool's name and its arguments (an object, or
     OpenAI's JSON string), so that a shell call is keyed by its command's program."""
@@ -126,6 +144,7 @@ class GenerationBody(BaseModel):
     program_id: str | None = None  # extension: the agent program this call belongs to
     turn: int | None = None  # extension: the call's index within its program
     is_last_turn: bool = False  # extension: no further turn of the program follows
+    kv_reuse: bool = True  # extension: false stops this prompt reusing other prompts' KV (placed segments)
     tool_hint: ToolHint | None = Field(default=None, description=(
         "extension, needs program_id: the tools this reply's calls start, sent to the engine (its KV-pin TTL "
         "policy) when the reply finishes, in place of the calls parsed from the reply; names, or "
@@ -141,6 +160,8 @@ class ChatCompletionBody(GenerationBody):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     tools: list[ToolSpec] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
 
 
 class CompletionBody(GenerationBody):
@@ -186,7 +207,7 @@ def chat_request(body: ChatCompletionBody) -> tuple[Request, list[str] | None, i
         raise OpenAIError("top_logprobs needs logprobs=true", 400, "top_logprobs")
     k = (body.top_logprobs or 0) if body.logprobs else None
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    sampling = _sampling(body, max_tokens, k)
+    sampling = _sampling(body, max_tokens, k, _chat_grammar(body, tools, choice))
     try:
         request = Request(messages=messages, sampling=sampling, **_program_fields(body))
     except pydantic.ValidationError as e:
@@ -234,20 +255,57 @@ def tool_hint(body: GenerationBody) -> list[str] | None:
     return keys
 
 
-def _sampling(body: GenerationBody, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+def _response_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
+    """The JSON schema ``response_format`` asks for (``{"type": "object"}`` for json_object; None: text)."""
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "object"}
+    if fmt.json_schema is None or not fmt.json_schema.schema_:
+        raise OpenAIError('response_format: type "json_schema" needs json_schema.schema (a JSON schema object)',
+                          400, "response_format.json_schema")
+    problem = json_schema_error(fmt.json_schema.schema_)
+    if problem:
+        raise OpenAIError(f"response_format.json_schema.schema: not a usable JSON schema ({problem})", 400,
+                          "response_format.json_schema.schema")
+    return fmt.json_schema.schema_
+
+
+def _chat_grammar(body: ChatCompletionBody, tools: list[dict[str, Any]], choice: Any) -> Guided | None:
+    """The grammar the reply is decoded under: the tools' call format, and/or ``response_format``'s schema.
+
+    With tools offered (``tool_choice`` other than ``"none"``) every ``<tool_call>`` block is a valid call;
+    ``"required"`` or a named function allow calls only; ``"auto"`` also allows a plain answer (a JSON
+    value of the ``response_format`` schema when one is given).
+    """
+    schema = _response_schema(body.response_format)
+    try:
+        grammar = tool_call_grammar(tools, choice, body.parallel_tool_calls, schema) if tools else None
+    except ChatFormatError as e:
+        raise OpenAIError(str(e), 400, str(e).split(":")[0]) from None
+    if grammar is None and schema is not None:
+        grammar = Guided(json_schema=schema)
+    return grammar
+
+
+def _sampling(body: GenerationBody, max_tokens: int | None, logprobs: int | None,
+              guided: Guided | None = None) -> SamplingParams:
     if body.n not in (None, 1):
         raise OpenAIError(f"n={body.n} is not supported; this server returns one choice (n=1)", 400, "n")
     fields: dict[str, Any] = {"max_tokens": max_tokens, "temperature": body.temperature, "top_p": body.top_p,
                               "top_k": body.top_k, "seed": body.seed, "logprobs": logprobs,
                               "stop": [body.stop] if isinstance(body.stop, str) else body.stop}
     try:
-        return SamplingParams(ignore_eos=body.ignore_eos, **{k: v for k, v in fields.items() if v is not None})
+        return SamplingParams(ignore_eos=body.ignore_eos, guided=guided,
+                              **{k: v for k, v in fields.items() if v is not None})
     except pydantic.ValidationError as e:
         raise _from_validation(e) from None
 
 
 def _program_fields(body: GenerationBody) -> dict[str, Any]:
     fields: dict[str, Any] = {"program_id": body.program_id, "is_last_turn": body.is_last_turn}
+    if not body.kv_reuse:  # only when turned off, so engines without reuse still serve
+        fields["kv_reuse"] = False
     if body.turn is not None:  # only when given, so engines without turn indices still serve
         fields["turn"] = body.turn
     return fields
@@ -333,7 +391,8 @@ class PromptRenderer:
             raise OpenAIError("messages: the chat template did not render text", 400, "messages")
         ids = self.encode(text, request.sampling.max_tokens, "messages", add_special_tokens=False,
                           locate=lambda: _surrogate_path(request.messages, "messages"))
-        return request.model_copy(update={"prompt_token_ids": ids, "messages": None})
+        spans = content_spans(self.tokenizer, text, request.messages) if request.kv_reuse else None
+        return request.model_copy(update={"prompt_token_ids": ids, "messages": None, "segment_spans": spans})
 
     def encode(self, text: str, max_tokens: int, param: str, add_special_tokens: bool,
                locate: Any = None) -> list[int]:
@@ -384,7 +443,8 @@ def openai_usage(metrics: RequestMetrics | None, generated_tokens: int) -> dict[
     prompt = metrics.prompt_tokens if metrics else 0
     completion = metrics.output_tokens if metrics else generated_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": metrics.prefix_hit_tokens if metrics else 0}}
+            "prompt_tokens_details": {"cached_tokens": metrics.prefix_hit_tokens if metrics else 0,
+                                      "reused_tokens": metrics.reused_tokens if metrics else 0}}
 
 
 class TokenText:

@@ -15,7 +15,9 @@ from typing import Any, Awaitable, Callable
 
 import ray
 
+from tether.runtime import tracing
 from tether.runtime.replica_client import ReplicaClient
+from tether.runtime.tracing.genai import agent_span, mark_error
 
 
 @dataclass
@@ -52,9 +54,17 @@ class AgentProgramImpl:
         self.llm = ReplicaClient(replicas, router, tokenizer, model_name)
         self.tools = tool_pool
         self.tasks: dict[str, asyncio.Task] = {}
+        tracing.from_env("tether.program")  # the driver's tracing settings reach actors through the environment
 
     async def run(self, program_id: str, entry: Entry) -> ProgramResult:
         """Run one program to the end; failures and cancellation come back in the result."""
+        with agent_span(program_id, program_id, program=True) as span:  # the program's root span
+            res = await self._run(program_id, entry)
+            if not res.ok:
+                mark_error(span, res.error or "failed")
+            return res
+
+    async def _run(self, program_id: str, entry: Entry) -> ProgramResult:
         services = ProgramServices(program_id, self.llm, self.tools)
         started = time.time()
         task = asyncio.ensure_future(entry(services))

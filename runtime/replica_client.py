@@ -12,13 +12,21 @@ from ray.exceptions import RayActorError
 
 from tether.engine import EngineError, Request, RequestOutput
 from tether.runtime.client import LLMClient
+from tether.runtime.tracing import current_traceparent
+
+
+def _traced(*args: Any) -> tuple:
+    """The call's arguments, plus the caller's W3C ``traceparent`` when tracing is on (it parents the engine's spans)."""
+    tp = current_traceparent()
+    return args if tp is None else (*args, tp)
 
 
 STATS_TIMEOUT_S = 10.0  # a replica that does not answer a stats call in this long counts as dead for it
 
 
 def merge_stats(per_replica: list[dict[str, Any]], replica_restarts: int = 0) -> dict[str, Any]:
-    """Sum every numeric stat over the live replicas; ``prefix_hit_rate`` is recomputed from the sums,
+    """Sum every numeric stat over the live replicas; ``prefix_hit_rate`` and ``reuse_rate`` are
+    recomputed from the sums, ``reuse`` (the rule) is the first live replica's,
     and TTFT figures (``ttft_*``) are the first live replica's (they serve alike).
 
     A dead replica's entry is ``{"dead": True, "replica": i}``; ``replicas_dead`` counts them and
@@ -32,6 +40,10 @@ def merge_stats(per_replica: list[dict[str, Any]], replica_restarts: int = 0) ->
                 total[key] = total.get(key, 0) + v
     q = total.get("prefix_query_tokens", 0)
     total["prefix_hit_rate"] = total.get("prefix_hit_tokens", 0) / q if q else 0.0
+    rq = total.get("reuse_query_tokens", 0)
+    total["reuse_rate"] = total.get("reuse_placed_tokens", 0) / rq if rq else 0.0
+    if live and "reuse" in live[0]:  # the rule is the config's: the same on every replica
+        total["reuse"] = live[0]["reuse"]
     for key in ("ttft_mean", "ttft_p50"):
         total[key] = live[0].get(key) if live else None
     total["replicas_dead"] = len(per_replica) - len(live)
@@ -89,7 +101,9 @@ class ReplicaClient(LLMClient):
     async def _replica(self, program_id: str) -> tuple[int, Any]:
         idx = self._route.get(program_id)
         if idx is None:
-            idx = self._route[program_id] = await self.router.route.remote(program_id)
+            # One replica: nothing to choose, so no round trip to the router (it still watches health).
+            idx = 0 if len(self.replicas) == 1 else await self.router.route.remote(program_id)
+            self._route[program_id] = idx
         return idx, self.replicas[idx]
 
     @asynccontextmanager
@@ -97,6 +111,9 @@ class ReplicaClient(LLMClient):
         """The replica for one request. A request of no program counts in the router's load until it ends."""
         if program_id is not None:
             yield await self._replica(program_id)
+            return
+        if len(self.replicas) == 1:
+            yield 0, self.replicas[0]
             return
         key = f"anon-{uuid.uuid4().hex}"
         idx = await self.router.route.remote(key)
@@ -116,7 +133,7 @@ class ReplicaClient(LLMClient):
         async with self._routed(request.program_id) as (idx, replica):
             finished = False
             try:
-                gen = replica.generate_stream.options(num_returns="streaming").remote(request)
+                gen = replica.generate_stream.options(num_returns="streaming").remote(*_traced(request))
                 async for ref in gen:
                     out = await ref
                     finished = out.finished
@@ -134,7 +151,7 @@ class ReplicaClient(LLMClient):
     async def complete(self, request: Request) -> list[RequestOutput]:
         """All outputs of one request in a single actor round trip (no streaming)."""
         async with self._routed(request.program_id) as (idx, replica):
-            ref = replica.generate_full.remote(request)
+            ref = replica.generate_full.remote(*_traced(request))
             try:
                 return await ref
             except RayActorError as e:
@@ -180,4 +197,5 @@ class ReplicaClient(LLMClient):
                 await self.replicas[idx].end_program.remote(program_id)
             except RayActorError:
                 pass
-        await self.router.done.remote(program_id)
+        if len(self.replicas) > 1:
+            self.router.done.remote(program_id)  # no need to wait: the router's count catches up on its own

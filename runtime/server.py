@@ -58,6 +58,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import anyio
@@ -474,7 +475,7 @@ def _tool_message(reply: ParsedReply, raw_text: str) -> dict[str, Any]:
 
 def create_app(client: LLMClient, model_name: str | None = None, *, api_key: str | None = None,
                metrics_need_key: bool = False, max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
-               context_tokens: int | None = None, render_threads: int = 4) -> FastAPI:
+               context_tokens: int | None = None, render_threads: int = 4, ui_root: Path | None = None) -> FastAPI:
     """The FastAPI app serving ``client`` under OpenAI's routes.
 
     Example::
@@ -492,7 +493,8 @@ def create_app(client: LLMClient, model_name: str | None = None, *, api_key: str
     refuses bigger bodies with 413. ``context_tokens`` (default: the client's
     engine's ``max_model_len``, when it can tell) bounds prompts by their
     length in characters before they are tokenized. ``render_threads``: how
-    many requests are parsed, rendered and tokenized at once, off the loop.
+    many requests are parsed, rendered and tokenized at once, off the loop. ``ui_root``: serve the
+    tracing UI over that trace store at ``/ui`` (``tether.runtime.tracing.ui_server``).
     """
     name = model_name or getattr(client, "model_name", None) or "tether"
     policy = getattr(client, "policy", None)  # the engine's policy preset (None: the client cannot tell)
@@ -579,6 +581,11 @@ def create_app(client: LLMClient, model_name: str | None = None, *, api_key: str
         return app.openapi_schema
     app.openapi = openapi
 
+    if ui_root is not None:
+        from tether.runtime.tracing.ui_server import ui_router
+        app.include_router(ui_router(ui_root))
+    from tether.runtime.streamed_prompts import streamed_prompt_router
+    app.include_router(streamed_prompt_router(client, name))  # Stream2LLM extension: docs/streaming.md
     routes = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
     open_paths = _OPEN_PATHS if metrics_need_key else _OPEN_PATHS | {"/metrics"}
     app.add_middleware(_Guard, api_key=api_key, open_paths=open_paths, max_body_bytes=max_body_bytes)
@@ -588,8 +595,8 @@ def create_app(client: LLMClient, model_name: str | None = None, *, api_key: str
 
 def serve(client: LLMClient, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None,
           log_level: str = "info", *, api_key: str | None = None, metrics_need_key: bool = False,
-          max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES) -> None:
-    """Serve ``client`` over HTTP until interrupted (blocks).
+          max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES, ui_root: Path | None = None) -> None:
+    """Serve ``client`` over HTTP until interrupted (blocks); ``ui_root``: the trace store ``/ui`` shows.
 
     ``api_key`` defaults to the environment's ``TETHER_API_KEY`` (unset or empty: no key); see
     ``create_app`` for the options.
@@ -606,5 +613,5 @@ def serve(client: LLMClient, host: str = "127.0.0.1", port: int = 8000, model_na
         log.warning("serving on %s without an API key: anyone who reaches it can use the engine "
                     "(set --api-key or %s)", host, API_KEY_ENV)
     app = create_app(client, model_name, api_key=api_key, metrics_need_key=metrics_need_key,
-                     max_body_bytes=max_body_bytes)
+                     max_body_bytes=max_body_bytes, ui_root=ui_root)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -30,6 +30,10 @@ _STAT_GAUGES = {
     "programs": ("tether_programs", "Programs tracked by the engine's program table"),
     "replica_restarts": ("tether_replica_restarts", "Engine replicas restarted after a failure (runtime total)"),
     "host_blocks": ("tether_kv_host_blocks", "KV blocks held in the host-memory tier"),
+    "reuse_placed_tokens": ("tether_reuse_placed_tokens", "Prompt tokens whose KV was placed from another "
+                            "prompt (engine total)"),
+    "reuse_recomputed_tokens": ("tether_reuse_recomputed_tokens", "Placed tokens recomputed by the correction"),
+    "reuse_rate": ("tether_reuse_rate", "reuse_placed_tokens / prompt tokens the prefix cache did not serve"),
 }
 _NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -52,6 +56,8 @@ class ServerMetrics:
         self.prompt_tokens = Counter("tether_prompt_tokens", "Prompt tokens of finished requests", registry=r)
         self.cached_tokens = Counter("tether_cached_prompt_tokens", "Prompt tokens served from the prefix cache",
                                      registry=r)
+        self.reused_tokens = Counter("tether_reused_prompt_tokens", "Prompt tokens whose KV was placed from "
+                                     "another prompt (cross-agent reuse)", registry=r)
         self.completion_tokens = Counter("tether_completion_tokens", "Generated tokens", registry=r)
         buckets = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
         self.ttft = Histogram("tether_time_to_first_token_seconds", "From request arrival to the first token",
@@ -65,6 +71,7 @@ class ServerMetrics:
         """One finished request: its OpenAI ``usage`` and its timings in seconds (``ttft`` None: no token came)."""
         self.prompt_tokens.inc(usage["prompt_tokens"])
         self.cached_tokens.inc(usage["prompt_tokens_details"]["cached_tokens"])
+        self.reused_tokens.inc(usage["prompt_tokens_details"].get("reused_tokens", 0))
         self.completion_tokens.inc(usage["completion_tokens"])
         if ttft is not None:
             self.ttft.observe(ttft)

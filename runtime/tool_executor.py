@@ -27,6 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import ray
 
+from tether.runtime import tracing
+
 __all__ = ["LocalToolExecutor", "ToolExecutor", "ToolExecutorPool", "ToolLike", "ToolResult"]
 
 
@@ -124,10 +126,20 @@ class ToolExecutor:
         self._executor = LocalToolExecutor(default_timeout_s)
         self._max_threads = max_threads
         self._threads_ready = False
+        tracing.from_env("tether.tools")
 
     async def run(
-        self, tool: ToolLike, arguments: dict[str, Any], timeout_s: float | None = None
+        self, tool: ToolLike, arguments: dict[str, Any], timeout_s: float | None = None, trace: str | None = None
     ) -> ToolResult:
+        """``trace``: the caller's W3C traceparent; this actor's ``tether.tool.run`` span is its child."""
+        name = str(getattr(tool, "name", type(tool).__name__))
+        with tracing.remote_parent(trace), tracing.span(f"tether.tool.run {name}", {"gen_ai.tool.name": name}) as s:
+            res = await self._run(tool, arguments, timeout_s)
+            tracing.spans.set_attributes(s, {"tether.tool.is_error": res.is_error,
+                                             "tether.tool.duration_s": res.duration_s})
+            return res
+
+    async def _run(self, tool: ToolLike, arguments: dict[str, Any], timeout_s: float | None) -> ToolResult:
         if not self._threads_ready:
             # Sync tools run via asyncio.to_thread, whose default pool has only
             # cpu_count + 4 threads: too few for many concurrent blocking calls.
@@ -202,7 +214,8 @@ class ToolExecutorPool:
         start = time.monotonic()
         self._busy[i] += 1
         try:
-            ref = actor.run.remote(tool, arguments, limit)
+            tp = tracing.current_traceparent()  # the caller's span, when tracing is on: parents the executor's span
+            ref = actor.run.remote(tool, arguments, limit, *([tp] if tp else []))
             outer = None if limit is None else limit + self.grace_s
             try:
                 return await asyncio.wait_for(ref, outer)

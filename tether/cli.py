@@ -7,12 +7,18 @@
     tether bench engine --json     engine throughput and prefix-cache TTFT against transformers
     tether bench kernels --json    Triton kernels against torch (needs CUDA)
     tether bench serve --clients 64 --seconds 60 --json   a loopback load test of the HTTP server
+    tether bench tracing --json    tracing on vs off on bench engine's workload (tokens/s ratio)
+    tether bench reuse --json [--chain]   cross-agent KV reuse against dense prefill (5 agents; SDK chain)
+    tether bench streaming --json  streamed prompts (Stream2LLM) against wait-for-all: TTFT, throughput
     tether model prepare [MODEL]   convert a model (default: the default model) into the cache
     tether trace convert INPUT --out trace.jsonl      any supported trajectory file or folder -> a trace
     tether trace synth --programs N --seed S --out trace.jsonl
     tether replay TRACE --policies baseline --kv-blocks N --mode sim|real --out DIR
     tether profile --out profile.json                 measure a latency profile for simulated replay
     tether report DIR              a replay's CSVs, table and plots again, from DIR/results.json and runs.json.gz
+    tether ui [--trace-dir DIR]    the tracing UI over the local trace store (default ~/.cache/tether/traces)
+    tether trace export --chrome OUT.json [--trace-dir DIR]   a run in Chrome trace format (Perfetto)
+    (--trace-dir DIR / --otlp-endpoint URL on demo, serve, run: where spans go; see docs/tracing.md)
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import sys
 
 def _model_prepare(args: argparse.Namespace) -> int:
     from tether.engine.model_loader import ModelNotFoundError, resolve_model_path
+    from tether.engine.progress import progress
     try:
-        path = resolve_model_path(args.model)
+        with progress(f"preparing model {args.model!r} (a GGUF converts once, about a minute)"):
+            path = resolve_model_path(args.model)
     except ModelNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -32,16 +40,66 @@ def _model_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_tracing(args: argparse.Namespace, kind: str, default_on: bool = False) -> bool:
+    """Trace this command when asked (``--trace``, ``--trace-dir``, ``--otlp-endpoint``) or by default."""
+    on = not getattr(args, "no_trace", False) and (default_on or args.trace or args.trace_dir or args.otlp_endpoint)
+    if on:
+        from tether.runtime import tracing
+        tracing.enable(args.trace_dir, kind=kind, otlp_endpoint=args.otlp_endpoint, capture_content=args.trace_content)
+    return bool(on)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from tether.demo import main as demo_main
+    _start_tracing(args, "demo", default_on=True)
     return demo_main(model=args.model, policy=args.policy)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tether.runtime.tracing.spans import DEFAULT_ROOT
+    from tether.runtime.tracing.store import list_runs
+    from tether.runtime.tracing.ui_server import serve_ui
+    root = Path(args.trace_dir).expanduser() if args.trace_dir else DEFAULT_ROOT
+    runs = list_runs(root)
+    print(f"tether ui: http://{args.host}:{args.port}/ui/  ({len(runs)} runs in {root}; Ctrl-C stops it)")
+    serve_ui(root, args.host, args.port)
+    return 0
+
+
+def _trace_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tether.runtime.tracing.chrome import write_chrome
+    from tether.runtime.tracing.spans import DEFAULT_ROOT
+    from tether.runtime.tracing.store import list_runs, read_run
+    root = Path(args.trace_dir).expanduser() if args.trace_dir else DEFAULT_ROOT
+    runs = list_runs(root)
+    if args.run:
+        runs = [r for r in runs if r.name == args.run]
+    if not runs:
+        print(f"error: no trace run{' ' + repr(args.run) if args.run else ''} in {root}; run `tether demo` "
+              "or pass --trace-dir", file=sys.stderr)
+        return 2
+    n = write_chrome(read_run(runs[0]), Path(args.chrome))
+    print(f"wrote {n} events of run {runs[0].name} to {args.chrome} (open it at https://ui.perfetto.dev)")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     import os
+    from pathlib import Path
 
     from tether.runtime.server import API_KEY_ENV, serve
+    from tether.runtime.tracing.spans import DEFAULT_ROOT
+    traced = _start_tracing(args, "serve")
+    from tether.runtime.tracing.spans import settings as trace_settings
+    if traced:
+        print(f"tracing into {trace_settings().run_dir}", file=sys.stderr)
+    print(f"trace UI: http://{args.host}:{args.port}/ui/", file=sys.stderr)
     limits = {"api_key": args.api_key or os.environ.get(API_KEY_ENV) or None,
+              "ui_root": Path(args.trace_dir).expanduser() if args.trace_dir else DEFAULT_ROOT,
               "metrics_need_key": args.metrics_need_key,
               "max_body_bytes": int(args.max_body_mb * 2**20) if args.max_body_mb > 0 else None}
     if args.replicas:
@@ -51,8 +109,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     from tether.engine import Engine, EngineConfig
     from tether.runtime.client import LocalClient
-    serve(LocalClient(Engine(EngineConfig(model=args.model, policy=args.policy)), args.model), args.host, args.port,
-          **limits)
+    engine = Engine(EngineConfig(model=args.model, policy=args.policy))
+    if traced:
+        from tether.runtime.tracing.engine_spans import attach
+        attach(engine.core)
+    serve(LocalClient(engine, args.model), args.host, args.port, **limits)
     return 0
 
 
@@ -74,6 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     if agent is None:
         print(f"error: {file} defines no {name!r}", file=sys.stderr)
         return 2
+    _start_tracing(args, "run")
     with Runtime(model=args.model, replicas=args.replicas, policy=args.policy) as rt:
         try:
             value = rt.run(agent, input=args.input)
@@ -81,6 +143,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
     print(value if isinstance(value, str) else json.dumps(value, indent=2, default=str))
+    from tether.runtime.tracing.spans import where_note
+    if where_note():
+        print(where_note(), file=sys.stderr)
     return 0
 
 
@@ -135,6 +200,12 @@ def _bench(args: argparse.Namespace) -> int:
         from tether.runtime.bench import main as bench_main
     elif args.what == "serve":
         from tether.runtime.bench_serve import main as bench_main
+    elif args.what == "tracing":
+        from tether.runtime.tracing.bench import main as bench_main
+    elif args.what == "reuse":
+        from tether.bench_reuse import main as bench_main
+    elif args.what == "streaming":
+        from tether.engine.bench_streaming import main as bench_main
     else:
         from tether.kernels.bench import main as bench_main
     result = bench_main(args.rest)
@@ -150,6 +221,20 @@ def _policy_option(p: argparse.ArgumentParser) -> None:
                    help=f"the engine's scheduling policy preset (default: {DEFAULT_POLICY})")
 
 
+def _trace_options(p: argparse.ArgumentParser, default_on: bool = False) -> None:
+    """Where this command's spans go (docs/tracing.md)."""
+    if default_on:
+        p.add_argument("--no-trace", action="store_true", help="write no trace")
+    else:
+        p.add_argument("--trace", action="store_true", help="trace into ~/.cache/tether/traces (or --trace-dir)")
+    p.add_argument("--trace-dir", default=None, help="the local trace store (default ~/.cache/tether/traces); "
+                   "a run folder is created in it")
+    p.add_argument("--otlp-endpoint", default=None, help="also export spans over OTLP/HTTP to this collector, "
+                   "e.g. http://127.0.0.1:4318/v1/traces (Phoenix, Jaeger)")
+    p.add_argument("--trace-content", action="store_true", help="record message contents and tool arguments")
+    p.set_defaults(trace=default_on)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tether", description="A runtime for agentic LLM workloads.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -157,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the main demo")
     d.add_argument("--model", default="default")
     _policy_option(d)
+    _trace_options(d, default_on=True)
     d.set_defaults(fn=_demo)
 
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
@@ -170,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body-mb", type=float, default=8.0, help="refuse request bodies over this many MiB "
                    "with 413 (0: no limit; default 8)")
     _policy_option(s)
+    _trace_options(s)
     s.set_defaults(fn=_serve)
 
     r = sub.add_parser("run", help="run an agent from a file: FILE.py:agent")
@@ -178,10 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default="default")
     r.add_argument("--replicas", type=int, default=None)
     _policy_option(r)
+    _trace_options(r)
     r.set_defaults(fn=_run)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against baselines measured in the same run)")
-    b.add_argument("what", choices=["engine", "kernels", "runtime", "serve"])
+    b.add_argument("what", choices=["engine", "kernels", "runtime", "serve", "tracing", "reuse", "streaming"])
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark, e.g. --json")
     b.set_defaults(fn=_bench)
 
@@ -202,6 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     arr.add_argument("--concurrency", type=int, help="closed loop at this many programs in flight")
     ts.add_argument("--out", required=True)
     ts.set_defaults(fn=_trace)
+    te = tsub.add_parser("export", help="a recorded run of spans -> Chrome trace format (Perfetto)")
+    te.add_argument("--chrome", required=True, metavar="OUT.json", help="write Chrome trace event JSON here")
+    te.add_argument("--trace-dir", default=None, help="the trace store or one run folder (default ~/.cache/tether/traces)")
+    te.add_argument("--run", default=None, help="the run folder's name (default: the newest)")
+    te.set_defaults(fn=_trace_export)
+
+    u = sub.add_parser("ui", help="the tracing UI (http://127.0.0.1:8321/ui/)")
+    u.add_argument("--trace-dir", default=None, help="the trace store or one run folder (default ~/.cache/tether/traces)")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=8321)
+    u.set_defaults(fn=_ui)
 
     rp = sub.add_parser("report", help="write a replay's CSVs, table and plots again from its results.json")
     rp.add_argument("dir", help="a results folder (tether replay --out): results.json and runs.json.gz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tether.engine.latency_profile import LatencyProfile
@@ -16,12 +17,15 @@ DEFAULT_PROFILE = Path(__file__).parent / "profiles" / "cpu-smollm2-135m.json"
 
 
 def run_policies(trace: Trace, policies: list[PolicyPreset], settings: ReplaySettings, mode: str = "sim",
-                 profile: LatencyProfile | None = None, model: str = "default") -> list[ReplayRun]:
+                 profile: LatencyProfile | None = None, model: str = "default",
+                 trace_dir: str | None = None) -> list[ReplayRun]:
     """One ``ReplayRun`` per policy, all on the same trace and settings.
 
     Example::
 
         runs = run_policies(trace, parse_policies("baseline"), ReplaySettings(kv_blocks=4096))
+
+    ``trace_dir``: write each run's spans into a run folder there (``tether ui --trace-dir``).
     """
     runs = []
     if mode == "sim" and profile is None:
@@ -31,14 +35,21 @@ def run_policies(trace: Trace, policies: list[PolicyPreset], settings: ReplaySet
         feeder = TurnFeeder(ids)  # a fresh history per run
         if mode == "sim":
             from tether.workloads.replay_sim import replay_sim
-            run = replay_sim(feeder, policy, profile, settings)
+            run = replay_sim(feeder, policy, profile, settings, trace_dir=trace_dir)
         elif mode == "real":
             from tether.workloads.replay_real import replay_real
+            if trace_dir is not None:  # the runtime's actors pick the run folder up from the environment
+                from tether.runtime import tracing
+                run_trace = tracing.enable(trace_dir, kind=f"replay-real-{policy.name}")
             run = replay_real(feeder, policy, settings, model=model)
+            if trace_dir is not None:
+                tracing.disable()
+                run.trace_dir = str(run_trace)
         else:
             raise ValueError(f"mode must be 'sim' or 'real', got {mode!r}")
         run.meta = {"settings": settings.as_dict(), "trace": trace.meta,
-                    "profile": profile.name if mode == "sim" else None, "cpu": cpu_model()}
+                    "profile": profile.name if mode == "sim" else None, "cpu": cpu_model(),
+                    "trace_dir": getattr(run, "trace_dir", None)}
         runs.append(run)
     return runs
 
@@ -47,7 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="tether replay", description=__doc__)
     p.add_argument("trace", help="a tether trace (.jsonl) or any supported trajectory file or folder")
     p.add_argument("--policies", default="baseline", help=f"comma-separated; known: {', '.join(POLICY_PRESETS)}")
-    p.add_argument("--mode", choices=["sim", "real"], default="sim")
+    p.add_argument("--mode", choices=["sim", "real", "both"], default="sim",
+                   help="both: real, then sim with --profile, and the error of sim against real (sim_vs_real.md)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--rate", type=float, help="Poisson arrivals at this many programs/s")
     rate.add_argument("--concurrency", type=int, help="closed loop: this many programs in flight (default: the "
@@ -60,12 +72,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--token-scale", type=float, default=1.0)
     p.add_argument("--time-scale", type=float, default=1.0)
     p.add_argument("--max-context", type=int, help="shrink tokens (keeping turns) so programs fit this context")
-    p.add_argument("--profile", help="latency profile JSON for sim mode (default: the CPU profile shipped)")
+    p.add_argument("--reuse-real", metavar="DIR", help="--mode both: compare with the real replay in DIR "
+                   "(its results.json, same settings) instead of running it again")
+    p.add_argument("--profile", help="latency profile JSON for sim mode (default: the CPU profile shipped), "
+                   "or analytic:MODEL@ACCELERATOR[xTP] (simulated-analytic, see workloads/analytic_profile.py)")
     p.add_argument("--model", default="default",
                    help="model for real mode, and whose tokenizer encodes a trajectory's text")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="replay-out")
+    p.add_argument("--trace-dir", help="also write each run's spans (OTLP JSON) into a run folder here; "
+                   "open them with `tether ui --trace-dir DIR`")
     args = p.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
 
     from tether.engine.model_loader import load_tokenizer
     from tether.workloads.loaders import load_trajectories
@@ -85,12 +103,38 @@ def main(argv: list[str] | None = None) -> dict:
     settings = ReplaySettings(kv_blocks=args.kv_blocks, host_kv_blocks=args.host_blocks, block_size=args.block_size,
                               max_num_batched_tokens=args.budget, concurrency=concurrency,
                               time_scale=args.time_scale, seed=args.seed)
-    profile = LatencyProfile.load(args.profile) if args.profile else None
-    runs = run_policies(trace, parse_policies(args.policies), settings, args.mode, profile, args.model)
+    from tether.workloads.analytic_profile import load_profile
+    profile = load_profile(args.profile) if args.profile else None
+    if args.mode == "both":
+        return _both(trace, settings, profile, args)
+    runs = run_policies(trace, parse_policies(args.policies), settings, args.mode, profile, args.model,
+                        trace_dir=args.trace_dir)
     results = write_results(args.out, runs)
     print(format_table(results["policies"]))
     print(f"\ncpu: {cpu_model()}\nwrote {Path(args.out) / 'results.json'}")
+    for run in runs:
+        if run.meta.get("trace_dir"):
+            print(f"trace of {run.policy}: {run.meta['trace_dir']}  (open: tether ui --trace-dir {run.meta['trace_dir']})")
     return results
+
+
+def _both(trace: Trace, settings: ReplaySettings, profile: LatencyProfile | None, args) -> dict:
+    """Real, then sim, on the same trace and settings; sim_vs_real.* in ``args.out``."""
+    from tether.workloads.report import write_results
+    from tether.workloads.sim_vs_real import markdown, write_comparison
+    out = Path(args.out)
+    policies = parse_policies(args.policies)
+    if args.reuse_real:  # a real replay already made with these settings (e.g. hours on a slow CPU)
+        import json
+        real = json.loads((Path(args.reuse_real) / "results.json").read_text())
+        if real["meta"].get("settings") != settings.as_dict():
+            raise SystemExit(f"{args.reuse_real}: its settings differ from these: {real['meta'].get('settings')}")
+    else:
+        real = write_results(out / "real", run_policies(trace, policies, settings, "real", model=args.model))
+    sim = write_results(out / "sim", run_policies(trace, policies, settings, "sim", profile))
+    cmp = write_comparison(out, real, sim, {"command": "tether replay " + " ".join(args.argv)})
+    print(markdown(cmp) + f"\n\ncpu: {cpu_model()}\nwrote {out / 'sim_vs_real.md'}")
+    return cmp
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from tether.agents import Runtime
 from tether.engine import Request, SamplingParams
 from tether.engine.policies import PolicyPreset
+from tether.engine.progress import progress
 from tether.engine.tool_key import tool_key
 from tether.runtime.program import ProgramServices
 from tether.workloads.trace import ToolCallRecord
@@ -112,6 +113,7 @@ async def _drive(rt: Runtime, feeder: TurnFeeder, settings: ReplaySettings):
             entry = functools.partial(_entry, _plan(feeder, pi, settings.time_scale), t0)
             handle = rt.submit(entry, program_id=program.program_id)
             res = await handle.outcome_async()  # every program runs to its end, failed or not
+            advance()
             if not res.ok:
                 failures.append(f"{program.program_id}: {res.error}")
                 return []
@@ -128,7 +130,8 @@ async def _drive(rt: Runtime, feeder: TurnFeeder, settings: ReplaySettings):
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_kv(stop))
     try:
-        per_program = await asyncio.gather(*(one(i) for i in range(len(programs))))
+        with progress("real replay (programs done)", len(programs)) as advance:  # a bar on a terminal only
+            per_program = await asyncio.gather(*(one(i) for i in range(len(programs))))
     finally:
         stop.set()
         await sampler

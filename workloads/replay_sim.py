@@ -21,16 +21,20 @@ from tether.engine.latency_profile import LatencyProfile
 from tether.engine.policies import PolicyPreset
 from tether.engine.sim_runner import build_simulated_core
 from tether.engine.tool_key import tool_key
+from tether.runtime.tracing.replay_spans import SimSpans
 from tether.workloads.records import KVSample, ReplayRun, TurnRecord
 from tether.workloads.replay_common import ReplaySettings, TurnFeeder
 
 
-def replay_sim(feeder: TurnFeeder, policy: PolicyPreset, profile: LatencyProfile, settings: ReplaySettings) -> ReplayRun:
+def replay_sim(feeder: TurnFeeder, policy: PolicyPreset, profile: LatencyProfile, settings: ReplaySettings,
+               trace_dir: str | None = None) -> ReplayRun:
     """Replay every program of ``feeder`` under ``policy``; returns what happened, turn by turn.
 
     Example::
 
         run = replay_sim(TurnFeeder(trace), POLICY_PRESETS.get("baseline"), profile, ReplaySettings(kv_blocks=20000))
+
+    ``trace_dir``: also write the run's spans (on the virtual clock) into a new run folder there.
     """
     started = time.perf_counter()
     clock = VirtualClock()
@@ -38,6 +42,7 @@ def replay_sim(feeder: TurnFeeder, policy: PolicyPreset, profile: LatencyProfile
                        max_num_batched_tokens=settings.max_num_batched_tokens, max_num_seqs=settings.max_num_seqs,
                        policy=policy.name, host_kv_blocks=settings.host_kv_blocks)
     core = build_simulated_core(cfg, profile, clock)
+    spans = SimSpans.open(core, policy.name, trace_dir)  # None: no tracing, no listener
     run = ReplayRun(policy.name, "sim", kv_total_blocks=settings.kv_blocks)
     events: list[tuple[float, int, int, int]] = []  # (time, order, program index, turn index)
     order = itertools.count()
@@ -61,6 +66,8 @@ def replay_sim(feeder: TurnFeeder, policy: PolicyPreset, profile: LatencyProfile
                 run.program_arrivals[program.program_id] = arrival
             prompt, output = feeder.turn_tokens(pi, ti)
             rid = f"{program.program_id}/{ti}"
+            if spans:
+                spans.turn_arrived(program.program_id, ti, rid, arrival)
             core.add_request(Request(
                 request_id=rid, prompt_token_ids=prompt, program_id=program.program_id, turn=ti,
                 is_last_turn=ti == len(program.turns) - 1,
@@ -81,6 +88,9 @@ def replay_sim(feeder: TurnFeeder, policy: PolicyPreset, profile: LatencyProfile
             run.turns.append(TurnRecord(program.program_id, ti, submitted, m.first_token_time, m.finished_time,
                                         m.prompt_tokens, m.prefix_hit_tokens, m.output_tokens,
                                         tool.name if tool else None, wait, m.preemptions))
+            if spans:
+                spans.turn_finished(program.program_id, out, tool.name if tool else None, wait, last,
+                                    tool_key(tool.name, tool.arguments) if tool else None)
             if not last:
                 if tool is not None:
                     core.tool_hint(program.program_id, [tool_key(tool.name, tool.arguments)])
@@ -95,5 +105,7 @@ def replay_sim(feeder: TurnFeeder, policy: PolicyPreset, profile: LatencyProfile
         run.kv_samples.append(KVSample(clock.now(), pool.num_used, core.pins.pinned_blocks, pool.num_cached_free, host))
     core.check_no_leaks()  # cheap, and a replay that leaks blocks must not report numbers
     run.engine_stats = core.stats()
+    if spans:
+        run.trace_dir = str(spans.close())
     run.wall_s = time.perf_counter() - started
     return run

@@ -123,6 +123,22 @@ def test_repeated_long_prompt_reports_cached_tokens(server):
     assert u.prompt_tokens_details.cached_tokens >= 64 and u.prompt_tokens_details.cached_tokens % 16 == 0
 
 
+def test_shared_text_behind_another_prompt_reports_reused_tokens(server):
+    """The same document behind two different system prompts: the second request places the
+    first one's KV for it (usage ``reused_tokens``, ``/metrics``); ``kv_reuse: false`` opts out."""
+    doc = "Release notes. " + " ".join(f"Item {i}: the parser now keeps field {i} when it is empty." for i in range(9))
+    ask = lambda who, **kw: chat(server, max_tokens=4, messages=[  # noqa: E731
+        {"role": "system", "content": f"You are the {who}. Answer in one word."},
+        {"role": "user", "content": doc}], **kw).usage
+    ask("reader")
+    u = ask("second reviewer on call today")
+    assert u.prompt_tokens_details.reused_tokens >= 64  # the document, placed at a new offset
+    assert ask("third reviewer", extra_body={"kv_reuse": False}).prompt_tokens_details.reused_tokens == 0
+    metrics = httpx.get(f"{server.base}/metrics").text
+    assert "tether_reused_prompt_tokens_total" in metrics and "tether_reuse_rate" in metrics
+    server.engine.core.check_no_leaks()
+
+
 def test_stream_equals_plain_greedy_text(server):
     plain = chat(server, max_tokens=24)
     chunks = list(chat(server, max_tokens=24, stream=True, stream_options={"include_usage": True}))

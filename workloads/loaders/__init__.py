@@ -13,6 +13,7 @@ mini-swe-agent     ``.traj.json`` / ``.json``: messages with a fenced bash block
 openai-messages    ``.json`` / ``.jsonl``: chat messages with ``tool_calls`` / ``tool``
 tracelab-rounds    ``.jsonl``, one LLM round per line (``session_id``, ``input_tokens_total``, ...)
 tracelab-csv       ``.csv`` with ``session_id,round_idx,input_len,output_len,tool_wait_after_ms``
+swe-smith          ``.jsonl`` / ``.json`` rows: ``messages`` (a JSON string), ``traj_id``, ``instance_id``
 =================  ==========================================================
 
 Without a tokenizer, counts of text turns are estimates (about 4 characters a
@@ -30,7 +31,7 @@ from ..tokenize import tokenize_trace
 from ..trace import Trace, TraceError
 # Each module registers its formats in TRACE_FORMATS on import; detection tries them in this order
 # (fallback formats, i.e. plain OpenAI messages, last).
-from . import tether_trace, swe_agent, mini_swe_agent, tracelab, openai_messages  # noqa: F401  (registration)
+from . import tether_trace, swe_agent, mini_swe_agent, tracelab, swe_smith, openai_messages  # noqa: F401  (registration)
 from .formats import TRACE_FORMATS, FileContent, TraceFormat, detect, suffixes
 
 __all__ = ["load_trajectories", "detect_format", "TraceError", "TRACE_FORMATS", "TraceFormat", "FileContent"]
@@ -71,7 +72,7 @@ def _load(path: Path, seed: int) -> tuple[str, Trace]:
 
 def detect_format(path: str | Path) -> str:
     """The name of a file's format (see ``TRACE_FORMATS``: tether, swe-agent, mini-swe-agent,
-    openai-messages, tracelab-rounds, tracelab-csv, and any registered since); TraceError naming
+    openai-messages, tracelab-rounds, tracelab-csv, swe-smith, and any registered since); TraceError naming
     the file when it is none of them."""
     return detect(Path(path))[0]
 

@@ -1,0 +1,157 @@
+"""The streamed-prompt extension endpoints (Stream2LLM over HTTP; docs/streaming.md).
+
+    POST   /v1/streamed_prompts                 {"messages": [...], "sampling": {...}} -> {"id": ...}
+    POST   /v1/streamed_prompts/{id}/append     {"text": "..."}   (or {"token_ids": [...]})
+    POST   /v1/streamed_prompts/{id}/replace    {"text": "..."}   the whole streamed content so far
+    POST   /v1/streamed_prompts/{id}/seal
+    GET    /v1/streamed_prompts/{id}/completion server-sent chat.completion.chunk events, then [DONE]
+    DELETE /v1/streamed_prompts/{id}            abort and free its KV
+
+The last message's content is the streamed part (its initial text, may be ""):
+chunks are prefilled as they arrive; nothing is sampled before ``seal``. Needs an
+in-process engine (``LocalClient``); other clients answer 501.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request as HTTPRequest
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tether.engine import Request, SamplingParams
+from tether.runtime.openai_protocol import OpenAIError
+
+
+class OpenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    model: str | None = None
+
+
+class ChunkBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = None
+    token_ids: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "ChunkBody":
+        if (self.text is None) == (self.token_ids is None):
+            raise ValueError("give exactly one of text or token_ids")
+        return self
+
+
+def streamed_prompt_router(client: Any, model_name: str) -> APIRouter:
+    """Routes for streamed prompts over ``client.engine`` (a ``LocalClient``'s)."""
+    router = APIRouter(prefix="/v1/streamed_prompts")
+    streams: dict[str, Any] = {}
+
+    def engine():
+        e = getattr(client, "engine", None)
+        if e is None or not hasattr(e, "open"):
+            raise OpenAIError("streamed prompts need an in-process engine (LocalClient); this server has none",
+                              501, type="server_error")
+        return e
+
+    def get(sid: str):
+        s = streams.get(sid)
+        if s is None:
+            raise OpenAIError(f"no streamed prompt {sid!r} (finished, deleted or never opened)", 404,
+                              "id", "not_found")
+        return s
+
+    async def parse(http: HTTPRequest, model: type[BaseModel]) -> Any:
+        try:
+            return model.model_validate_json(await http.body() or b"{}")
+        except ValueError as e:
+            raise OpenAIError(f"invalid body: {e}", 400) from None
+
+    def rejected(e: ValueError) -> OpenAIError:
+        return OpenAIError(str(e), 400)
+
+    @router.post("")
+    async def open_prompt(http: HTTPRequest) -> dict[str, Any]:
+        body = await parse(http, OpenBody)
+        sid = "sp-" + uuid.uuid4().hex
+        try:
+            streams[sid] = engine().open(Request(request_id=sid, messages=body.messages, sampling=body.sampling))
+        except ValueError as e:
+            raise rejected(e) from None
+        return {"id": sid, "object": "streamed_prompt"}
+
+    def progress(sid: str) -> dict[str, Any]:
+        seq = engine().core.seqs.get(sid)
+        return {"id": sid, "prompt_tokens": seq.num_prompt_tokens if seq else None,
+                "computed_tokens": seq.num_computed_tokens if seq else None}
+
+    @router.post("/{sid}/append")
+    async def append(sid: str, http: HTTPRequest) -> dict[str, Any]:
+        s, body = get(sid), await parse(http, ChunkBody)
+        try:
+            await s.append(body.text if body.text is not None else body.token_ids)
+        except ValueError as e:
+            raise rejected(e) from None
+        return progress(sid)
+
+    @router.post("/{sid}/replace")
+    async def replace(sid: str, http: HTTPRequest) -> dict[str, Any]:
+        s, body = get(sid), await parse(http, ChunkBody)
+        try:
+            lost = await s.replace(body.text if body.text is not None else body.token_ids)
+        except ValueError as e:
+            raise rejected(e) from None
+        return {**progress(sid), "invalidated_tokens": lost}
+
+    @router.post("/{sid}/seal")
+    async def seal(sid: str) -> dict[str, Any]:
+        try:
+            get(sid).seal()
+        except ValueError as e:
+            raise rejected(e) from None
+        return {**progress(sid), "sealed": True}
+
+    @router.get("/{sid}/completion")
+    async def completion(sid: str) -> StreamingResponse:
+        s = get(sid)
+        head = {"id": "chatcmpl-" + sid, "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": model_name}
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield _sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                  "finish_reason": None}]})
+                async for out in s:
+                    m = out.metrics
+                    chunk = {**head, "choices": [{"index": 0, "delta": {"content": out.text} if out.text else {},
+                                                  "finish_reason": out.finish_reason}]}
+                    if m is not None:
+                        chunk["usage"] = {"prompt_tokens": m.prompt_tokens, "completion_tokens": m.output_tokens,
+                                          "total_tokens": m.prompt_tokens + m.output_tokens,
+                                          "invalidated_tokens": m.invalidated_tokens,
+                                          "ttft_after_last_chunk_s": m.ttft_after_last_chunk}
+                    yield _sse(chunk)
+                yield "data: [DONE]\n\n"
+            finally:
+                streams.pop(sid, None)
+                await s.aclose()  # no-op when finished; aborts on a client hang-up
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @router.delete("/{sid}")
+    async def delete(sid: str) -> dict[str, Any]:
+        s = streams.pop(sid, None)
+        if s is None:
+            get(sid)
+        await s.aclose()
+        return {"id": sid, "deleted": True}
+
+    return router
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj)}\n\n"
