@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from tether.engine.config import EngineConfig
+from tether.engine.cpu_tuning import cpu_info
 from tether.engine.engine import Engine, chat_prompt
 from tether.engine.model_loader import load_model
 from tether.engine.request import Request
@@ -192,7 +193,7 @@ def run(queries: int = 2, answer_tokens: int = 128, system_tokens: int = 512, in
 
 def _report(result: dict, fidelity: dict, arm_stats: dict) -> dict:
     dense = result["off"]
-    rep = {"cpu": _cpu(), "agents": AGENTS, "queries": len(dense), "rules": {}}
+    rep = {"cpu": cpu_info(), "agents": AGENTS, "queries": len(dense), "rules": {}}
     for arm, chains in result.items():
         if arm == "off":
             continue
@@ -236,16 +237,3 @@ def _mean_layers(per_prompt: list[list[dict]]) -> list[dict]:
         return []
     return [{"layer": i, "k": sum(p[i]["k"] for p in per_prompt) / len(per_prompt),
              "v": sum(p[i]["v"] for p in per_prompt) / len(per_prompt)} for i in range(len(per_prompt[0]))]
-
-
-def _cpu() -> dict:
-    import platform
-    name = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"model": name, "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}

@@ -27,7 +27,7 @@ import ray
 
 from tether.engine import Engine, EngineConfig, Request, SamplingParams
 from tether.engine.random_model import save_random_checkpoint
-from tether.runtime.bench_serve import cpu_model
+from tether.engine.cpu_tuning import cpu_model
 from tether.runtime.local_cluster import init_local_ray
 from tether.runtime.program import AgentProgram, ProgramServices
 from tether.runtime.replica import EngineReplica

@@ -34,6 +34,7 @@ from typing import Any, Iterator
 import httpx
 
 from tether.engine import Engine, EngineConfig
+from tether.engine.cpu_tuning import cpu_model
 from tether.runtime.client import LocalClient
 from tether.runtime.server import create_app
 
@@ -63,18 +64,6 @@ def running_server(app: Any, host: str = "127.0.0.1", start_timeout_s: float = 6
     finally:
         srv.should_exit = True
         thread.join(timeout=30)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what ``platform`` says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _pct(xs: list[float], q: float) -> float | None:

@@ -92,7 +92,7 @@ def _plot(report: dict, path) -> None:
                     label=f"{rule}: V")
     ax.set_xlabel("layer")
     ax.set_ylabel("1 - cos(placed, dense)")
-    ax.set_title(f"Placed tokens' KV deviation from dense prefill ({report['cpu']['model']})", fontsize=9)
+    ax.set_title(f"Placed tokens' KV deviation from dense prefill ({report['cpu']['cpu_model']})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"cpu: {report['cpu']['model']} ({report['cpu']['capability']})")
+        print(f"cpu: {report['cpu']['cpu_model']} ({report['cpu']['cpu_capability']})")
         for rule, r in report["rules"].items():
             print(f"{rule:>10}: ttft_speedup last agent {r['ttft_speedup']['last_agent']:.2f}x, mean "
                   f"{r['ttft_speedup']['mean']:.2f}x; reuse_rate {r['reuse_rate']:.2f}; greedy_agreement "

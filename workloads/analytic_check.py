@@ -139,7 +139,7 @@ def check_published() -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from tether.runtime.bench_serve import cpu_model
+    from tether.engine.cpu_tuning import cpu_model
 
     ap = argparse.ArgumentParser(prog="python -m tether.workloads.analytic_check", description=__doc__)
     ap.add_argument("--out", required=True, help="folder for analytic_check.json and the profile measured here")

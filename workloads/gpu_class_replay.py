@@ -84,7 +84,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from tether.runtime.bench_serve import cpu_model
+    from tether.engine.cpu_tuning import cpu_model
 
     ap = argparse.ArgumentParser(prog="python -m tether.workloads.gpu_class_replay", description=__doc__)
     ap.add_argument("--out", required=True)

@@ -31,7 +31,7 @@ from tether.engine.model_loader import load_model
 from tether.engine.request import Request
 from tether.engine.sampling import SamplingParams
 from tether.runtime import tracing
-from tether.runtime.bench_serve import cpu_model
+from tether.engine.cpu_tuning import cpu_model
 from tether.runtime.tracing.engine_spans import EngineSpans
 from tether.runtime.tracing.store import list_runs, read_run
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from engine_helpers import greedy, make_core, req, run_all, tokens
+from tiny_model import tiny_llama
 
 from tether.engine.anchors import AnchorPool
 from tether.engine.segments import SegmentStore
@@ -18,17 +19,7 @@ from tether.engine.segments import SegmentStore
 
 @pytest.fixture(scope="module")
 def model4():
-    from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.15)
-    return model
+    return tiny_llama(num_layers=4)
 
 
 def _ids(seed: int, n: int) -> list[int]:
