@@ -274,6 +274,7 @@ class Runtime:
     def stats(self) -> dict[str, Any]:
         """Engine stats summed over the live replicas (per replica under ``replicas``, a dead one as
         ``{"dead": True}``), plus ``replica_restarts`` and ``replicas_dead``."""
+        ray.get([p.ping.remote() for p in self.programs])  # programs that ended have released their KV
         return replica_stats(self.replicas, self.router)
 
     @property

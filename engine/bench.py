@@ -30,11 +30,16 @@ from tether.engine.request import Request
 from tether.engine.sampling import SamplingParams
 
 
-def _workload(n: int, seed: int, vocab: int) -> list[tuple[list[int], int]]:
+def _workload(n: int, seed: int, vocab: int, token_seed: int | None = None) -> list[tuple[list[int], int]]:
+    """``n`` (prompt, output length) pairs; ``token_seed`` draws other tokens for the same lengths."""
     rng = random.Random(seed)
+    tok_rng = rng if token_seed is None else random.Random(token_seed)
     lo, hi = 1000, min(vocab, 40000)  # ordinary tokens, away from the special ones
-    return [([rng.randrange(lo, hi) for _ in range(rng.randint(200, 600))], rng.randint(16, 128))
-            for _ in range(n)]
+    out = []
+    for _ in range(n):
+        prompt_len = rng.randint(200, 600)
+        out.append(([tok_rng.randrange(lo, hi) for _ in range(prompt_len)], rng.randint(16, 128)))
+    return out
 
 
 # A record list: nested objects, an enum, bounded numbers, an open-ended array (it never runs out before
@@ -90,7 +95,8 @@ def _hf_batched(hf, work) -> float:
 
 
 async def _run(args) -> dict:
-    engine = Engine(EngineConfig(model=args.model, max_num_batched_tokens=args.budget))
+    budget = {} if args.budget is None else {"max_num_batched_tokens": args.budget}
+    engine = Engine(EngineConfig(model=args.model, **budget))
     hf = engine.core.runner.model.hf
     work = _workload(args.requests, args.seed, hf.config.vocab_size)
     out_tokens = sum(n for _, n in work)
@@ -104,10 +110,10 @@ async def _run(args) -> dict:
     if args.guided:
         schema = Guided(json_schema=GUIDED_SCHEMA)
         await _engine_run(engine, _workload(2, args.seed + 3, hf.config.vocab_size), schema)  # compiles it
-        # Fresh prompts of the same shape (the timed prompts are in the prefix cache now), unguided then
-        # guided, so the guided cost compares like with like.
-        plain = _workload(args.requests, args.seed + 4, hf.config.vocab_size)
-        other = _workload(args.requests, args.seed + 5, hf.config.vocab_size)
+        # Fresh prompts (the timed ones are in the prefix cache now) of one set of lengths, unguided then
+        # guided: the same work but for the grammar (different lengths moved the ratio by 10 points).
+        plain = _workload(args.requests, args.seed + 4, hf.config.vocab_size, token_seed=args.seed + 6)
+        other = _workload(args.requests, args.seed + 4, hf.config.vocab_size, token_seed=args.seed + 5)
         plain_tps = sum(n for _, n in plain) / await _engine_run(engine, plain)
         with progress("engine, all guided (tokens)", out_tokens, args.json) as advance:
             t_guided = await _engine_run(engine, other, schema, advance)
@@ -144,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="tether bench engine")
     p.add_argument("--model", default="default")
     p.add_argument("--requests", type=int, default=16)
-    p.add_argument("--budget", type=int, default=512, help="engine token budget per step")
+    p.add_argument("--budget", type=int, default=None, help="engine token budget per step (default: the engine's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-guided", dest="guided", action="store_false",

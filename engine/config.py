@@ -35,7 +35,9 @@ class EngineConfig(BaseModel):
     block_size: int = Field(default=16, ge=1)
     num_kv_blocks: int | None = Field(default=None, ge=1)
     kv_cache_memory_gb: float = Field(default=1.0, gt=0)
-    max_num_batched_tokens: int = Field(default=512, ge=1, description="per-step token budget")
+    # vLLM's online-serving default. On a CPU a 2,048-token prefill chunk runs ~20% more tokens/s than a 512-token one
+    # (measured with SmolLM2-135M on a 2-core Xeon; the matmuls are compute-bound there).
+    max_num_batched_tokens: int = Field(default=2048, ge=1, description="per-step token budget")
     max_num_seqs: int = Field(default=64, ge=1)
     max_model_len: int | None = Field(default=None, ge=1, description="default: the model's own")
     enable_prefix_caching: bool = True

@@ -32,6 +32,11 @@ from pydantic import BaseModel, ConfigDict, model_validator
 # One JSON layout, json.dumps' (", " and ": "; no free whitespace): what models most often write, and a small
 # model given free whitespace may emit newlines forever.
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+# A JSON number's digits are otherwise unbounded, and a small model can write zeros after a decimal point until
+# max_tokens cuts the object off (seen: "2380.000000000000012902..."). A schema number that sets no multipleOf of
+# its own is held to 9 fraction digits and plain notation (llguidance enforces multipleOf in the grammar).
+NUMBER_STEP = 1e-9
+_SCHEMA_DATA_KEYS = frozenset({"const", "enum", "default", "examples"})  # values there are data, not schemas
 
 
 class GuidedDecodingError(ValueError):
@@ -77,12 +82,43 @@ class Guided(BaseModel):
     def grammar(self) -> str:
         """The llguidance grammar text (equal specs give equal text: the compile cache's key)."""
         if self.json_schema is not None:
-            return _json_grammar(json.dumps({**self.json_schema, "x-guidance": JSON_OPTIONS}))
+            return _json_grammar(json.dumps({**bounded_numbers(self.json_schema), "x-guidance": JSON_OPTIONS}))
         if self.json_object:
             return _json_grammar(json.dumps({"type": "object", "x-guidance": JSON_OPTIONS}))
         if self.regex is not None:
             return llguidance.LLMatcher.grammar_from_regex(self.regex)
         return llguidance.LLMatcher.grammar_from_lark(self.lark or "")
+
+
+def bounded_numbers(schema: Any) -> Any:
+    """``schema`` with every ``number`` that has no ``multipleOf`` given ``multipleOf: NUMBER_STEP``.
+
+    Example::
+
+        bounded_numbers({"type": "object", "properties": {"x": {"type": "number"}}})
+        # {"type": "object", "properties": {"x": {"type": "number", "multipleOf": 1e-09}}}
+    """
+    if isinstance(schema, list):
+        return [bounded_numbers(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v if k in _SCHEMA_DATA_KEYS else bounded_numbers(v) for k, v in schema.items()}
+    types = out.get("type")
+    numeric = types == "number" or (isinstance(types, list) and "number" in types)
+    if numeric and "multipleOf" not in out and all(_on_step(out.get(k)) for k in _BOUND_KEYS):
+        out["multipleOf"] = NUMBER_STEP
+    return out
+
+
+_BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _on_step(bound: Any) -> bool:
+    """A bound finer than the step would leave llguidance no multiple to start or end at: keep such numbers free."""
+    if not isinstance(bound, (int, float)) or isinstance(bound, bool):
+        return True
+    scaled = bound / NUMBER_STEP
+    return abs(scaled - round(scaled)) < 1e-3
 
 
 @lru_cache(maxsize=256)

@@ -1,4 +1,5 @@
-"""Public ops and their dispatch: Triton on CUDA tensors, the torch reference on CPU.
+"""Public ops and their dispatch: Triton on CUDA tensors, the torch reference on CPU (decode
+attention there from a small C kernel, ``cpu_decode.py``, when a compiler is at hand).
 
 ``TETHER_KERNELS=triton`` or ``TETHER_KERNELS=torch`` forces one backend (on a
 CPU, ``triton`` runs the kernels in Triton's interpreter).
@@ -10,7 +11,7 @@ import os
 
 import torch
 
-from tether.kernels import reference
+from tether.kernels import cpu_decode, reference
 
 
 def backend_for(t: torch.Tensor) -> str:
@@ -21,6 +22,11 @@ def backend_for(t: torch.Tensor) -> str:
     if forced:
         raise ValueError(f"TETHER_KERNELS={forced!r}: use 'triton' or 'torch'")
     return "triton" if t.is_cuda else "torch"
+
+
+def _forced_torch() -> bool:
+    """``TETHER_KERNELS=torch``: the plain-torch reference for every op (no C decode kernel either)."""
+    return os.environ.get("TETHER_KERNELS", "").strip().lower() == "torch"
 
 
 def _triton():
@@ -54,6 +60,8 @@ def paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens
     if backend_for(q) == "triton":
         return _triton().paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale,
                                          max_q_len=max_q_len, max_seq_len=max_seq_len)
+    if not _forced_torch() and cpu_decode.available(q, k_cache):  # decode rows read the cache in place
+        return cpu_decode.paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale)
     return reference.paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale)
 
 

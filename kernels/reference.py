@@ -18,10 +18,13 @@ def store_kv(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
     A negative slot means "skip this row" (padding).
     """
     num_blocks, block_size = k_cache.shape[:2]
-    valid = slot_mapping >= 0
-    slots = slot_mapping[valid].long()
-    k_cache.view(num_blocks * block_size, *k_cache.shape[2:])[slots] = key[valid].to(k_cache.dtype)
-    v_cache.view(num_blocks * block_size, *v_cache.shape[2:])[slots] = value[valid].to(v_cache.dtype)
+    slots = slot_mapping.long()
+    if bool((slots < 0).any()):
+        valid = slots >= 0
+        slots, key, value = slots[valid], key[valid], value[valid]
+    # index_copy_: several times faster on CPU than an indexed assignment of the same rows.
+    k_cache.view(num_blocks * block_size, *k_cache.shape[2:]).index_copy_(0, slots, key.to(k_cache.dtype))
+    v_cache.view(num_blocks * block_size, *v_cache.shape[2:]).index_copy_(0, slots, value.to(v_cache.dtype))
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -61,7 +64,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     for s, seq_len in enumerate(lens):
         start, end = qsl[s], qsl[s + 1]
         if end - start > 1:
-            out[start:end] = _prefill_one(q[start:end], k_cache, v_cache, block_tables[s], seq_len, scale)
+            out[start:end] = prefill_one(q[start:end], k_cache, v_cache, block_tables[s], seq_len, scale)
     return out
 
 
@@ -70,8 +73,8 @@ def _sparse_queries(q, k_cache, v_cache, block_tables, qsl, lens, query_position
     for s, seq_len in enumerate(lens):
         start, end = qsl[s], qsl[s + 1]
         if end > start:
-            out[start:end] = _prefill_one(q[start:end], k_cache, v_cache, block_tables[s], seq_len, scale,
-                                          query_positions[start:end])
+            out[start:end] = prefill_one(q[start:end], k_cache, v_cache, block_tables[s], seq_len, scale,
+                                         query_positions[start:end])
     return out
 
 
@@ -108,7 +111,8 @@ def _decode_batch(q, k_cache, v_cache, block_tables, seq_lens, max_len, scale):
     return o.reshape(B, H, D).to(q.dtype)
 
 
-def _prefill_one(q, k_cache, v_cache, block_table, seq_len, scale, positions=None):
+def prefill_one(q, k_cache, v_cache, block_table, seq_len, scale, positions=None):
+    """Attention for one sequence's chunk of ``q_len`` newest rows (or rows at ``positions``) over its cache."""
     block_size = k_cache.shape[1]
     q_len = q.shape[0]
     n_blocks = -(-seq_len // block_size)

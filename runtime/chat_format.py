@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Collection
 
-from tether.engine.guided import JSON_OPTIONS, Guided, json_schema_error
+from tether.engine.guided import JSON_OPTIONS, Guided, bounded_numbers, json_schema_error
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -195,10 +195,10 @@ def tool_call_grammar(tools: list[dict[str, Any]] | None, tool_choice: Any = "au
             raise ChatFormatError(f"tools[{i}].function.parameters: not a usable JSON schema ({problem})")
     if forced is not None:
         fns = [f for f in fns if f["name"] == forced]
-    bodies = " | ".join(f"%json {json.dumps(_call_schema(f), ensure_ascii=False)}" for f in fns)
+    bodies = " | ".join(f"%json {json.dumps(bounded_numbers(_call_schema(f)), ensure_ascii=False)}" for f in fns)
     more = '("\\n" call)*' if parallel_tool_calls else ""
     if tool_choice in (None, "auto") and answer_schema is not None:
-        answer = json.dumps({**answer_schema, "x-guidance": JSON_OPTIONS}, ensure_ascii=False)
+        answer = json.dumps({**bounded_numbers(answer_schema), "x-guidance": JSON_OPTIONS}, ensure_ascii=False)
         lark = f"start: answer | call {more}\nanswer: %json {answer}\n"
     elif tool_choice in (None, "auto"):
         # TEXT: prose with no tag; LEAD: prose up to and including the first tag (one lexeme, so the

@@ -54,6 +54,7 @@ class AgentProgramImpl:
         self.llm = ReplicaClient(replicas, router, tokenizer, model_name)
         self.tools = tool_pool
         self.tasks: dict[str, asyncio.Task] = {}
+        self._ending: set[asyncio.Task] = set()  # end_program calls under way (kept: a bare task may be collected)
         tracing.from_env("tether.program")  # the driver's tracing settings reach actors through the environment
 
     async def run(self, program_id: str, entry: Entry) -> ProgramResult:
@@ -80,10 +81,16 @@ class AgentProgramImpl:
                                  {"traceback": tb})
         finally:
             self.tasks.pop(program_id, None)
-            try:  # the engine releases the program's KV
-                await self.llm.end_program(program_id)
-            except Exception:
-                pass
+            # The engine releases the program's KV; the result need not wait for that round trip.
+            ending = asyncio.ensure_future(self._end(program_id))
+            self._ending.add(ending)
+            ending.add_done_callback(self._ending.discard)
+
+    async def _end(self, program_id: str) -> None:
+        try:
+            await self.llm.end_program(program_id)
+        except Exception:  # a dead replica has nothing left to release
+            pass
 
     async def cancel(self, program_id: str) -> bool:
         task = self.tasks.get(program_id)
@@ -93,6 +100,9 @@ class AgentProgramImpl:
         return True
 
     async def ping(self) -> int:
+        """Running programs; first waits for the KV releases of those that ended (a caller that pings after
+        ``run`` sees their blocks freed)."""
+        await asyncio.gather(*list(self._ending))
         return len(self.tasks)
 
 

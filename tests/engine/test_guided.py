@@ -12,9 +12,11 @@ import re
 import jsonschema
 import pytest
 
+import tether.engine.guided as guided_module
+
 from engine_helpers import req, run_all, tokens
 from tether.engine import EngineConfig, SamplingParams, build_core
-from tether.engine.guided import Guided, json_schema_error
+from tether.engine.guided import NUMBER_STEP, Guided, bounded_numbers, json_schema_error
 from tether.engine.model_loader import load_tokenizer
 from tiny_model import tiny_llama
 
@@ -138,3 +140,42 @@ def test_guided_without_a_tokenizer_fails_that_request_only(model):
     assert len(tokens(outs["plain"])) == 4
     assert outs["g"][-1].finish_reason == "error"
     assert "tokenizer" in (outs["g"][-1].error or "")
+
+
+def test_schema_numbers_end_within_nine_fraction_digits(model, tok, monkeypatch):
+    # A random-weight model picks among the allowed tokens: after "x": 12. it may write digits for as long as
+    # the grammar lets it. With the default step every object closes well within max_tokens.
+    schema = {"type": "object", "properties": {"x": {"type": "number", "minimum": 0, "maximum": 100}},
+              "required": ["x"], "additionalProperties": False}
+
+    def run(guided_schema):
+        core = _core(model, tok)
+        for k in range(12):
+            core.add_request(req(f"n{k}", _prompt(tok), SamplingParams(
+                max_tokens=22, temperature=1.5, seed=k, guided=Guided(json_schema=guided_schema))))
+        return run_all(core)
+
+    outs = run(schema)
+    for k in range(12):
+        assert outs[f"n{k}"][-1].finish_reason == "stop"
+        text = _text(tok, outs[f"n{k}"])
+        jsonschema.validate(json.loads(text), schema)
+        assert "." not in text or len(text.split(".")[1]) <= 9 + 1  # fraction digits and the closing brace
+    # The same requests with the numbers left free: some run to max_tokens mid-number (the bound is what closed them).
+    monkeypatch.setattr(guided_module, "bounded_numbers", lambda s: s)
+    free = run(schema)
+    assert any(o[-1].finish_reason == "length" for o in free.values())
+
+
+def test_bounded_numbers_leaves_data_explicit_steps_and_fine_bounds_alone():
+    schema = {"type": "object", "properties": {
+        "a": {"type": "number"}, "b": {"type": ["number", "null"], "maximum": 2.5},
+        "c": {"type": "number", "multipleOf": 0.5}, "d": {"type": "number", "minimum": 0.12345678901},
+        "e": {"const": {"type": "number"}}, "f": {"enum": [{"type": "number"}]}, "g": {"type": "integer"},
+        "h": {"anyOf": [{"type": "number"}, {"type": "string"}]}}}
+    p = bounded_numbers(schema)["properties"]
+    assert p["a"]["multipleOf"] == NUMBER_STEP and p["b"]["multipleOf"] == NUMBER_STEP
+    assert p["c"]["multipleOf"] == 0.5 and "multipleOf" not in p["d"] and "multipleOf" not in p["g"]
+    assert p["e"] == {"const": {"type": "number"}} and p["f"] == {"enum": [{"type": "number"}]}
+    assert p["h"]["anyOf"][0]["multipleOf"] == NUMBER_STEP
+    assert json_schema_error(bounded_numbers(schema)) is None
