@@ -119,9 +119,8 @@ def prefill_one(q, k_cache, v_cache, block_table, seq_len, scale, positions=None
     k = _gather(k_cache, block_table[:n_blocks], seq_len).transpose(0, 1)  # [kvh, L, D]
     v = _gather(v_cache, block_table[:n_blocks], seq_len).transpose(0, 1)
     if positions is not None:  # rows at given positions
-        qpos = positions.to(q.device).long()[:, None]
-        mask, causal = torch.arange(seq_len, device=q.device)[None, :] <= qpos, False
-    elif q_len == seq_len:
+        return _rows_at(q, k, v, positions.to(q.device).long(), scale)
+    if q_len == seq_len:
         mask, causal = None, True
     else:  # query j sees keys up to (seq_len - q_len + j)
         qpos = torch.arange(seq_len - q_len, seq_len, device=q.device)[:, None]
@@ -130,6 +129,25 @@ def prefill_one(q, k_cache, v_cache, block_table, seq_len, scale, positions=None
     o = F.scaled_dot_product_attention(q.transpose(0, 1).to(k.dtype)[None], k[None], v[None], attn_mask=mask,
                                        is_causal=causal, scale=scale, enable_gqa=True)
     return o[0].transpose(0, 1).to(q.dtype)
+
+
+# Rows at explicit positions go in runs of this many, each against keys up to its last row's position
+# (not the whole context): a masked kernel cannot skip the keys a row may not see, so a prompt's own early
+# rows would otherwise pay for its full length.
+POSITION_RUN_ROWS = 128
+
+
+def _rows_at(q, k, v, positions, scale):
+    out = torch.empty_like(q)
+    ar = torch.arange(k.shape[1], device=q.device)
+    for s in range(0, q.shape[0], POSITION_RUN_ROWS):
+        pos = positions[s:s + POSITION_RUN_ROWS]
+        last = int(pos.max()) + 1
+        o = F.scaled_dot_product_attention(q[s:s + len(pos)].transpose(0, 1).to(k.dtype)[None], k[None, :, :last],
+                                           v[None, :, :last], attn_mask=ar[None, :last] <= pos[:, None],
+                                           scale=scale, enable_gqa=True)
+        out[s:s + len(pos)] = o[0].transpose(0, 1).to(q.dtype)
+    return out
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -38,3 +38,18 @@ def test_skewed_decodes_and_chunks_match_dense():
 def test_decode_only_groups_match_dense():
     args = _paged_batch([1] * 5, [1000, 20, 510, 3, 999], block_size=16, group=2, head_dim=16, device="cpu")
     torch.testing.assert_close(reference.paged_attention(*args, 0.25), _dense(*args, 0.25), atol=1e-5, rtol=1e-5)
+
+
+def test_rows_at_explicit_gapped_positions_match_the_dense_rows():
+    # A prefill whose middle was placed from elsewhere: 150 leading rows, then every third position, then the
+    # tail. More rows than one run of POSITION_RUN_ROWS, so runs with different key ranges are exercised.
+    n = 400
+    q_full, k_cache, v_cache, tables, _, lens = _paged_batch([n], [n], block_size=16, group=3, head_dim=32,
+                                                             device="cpu")
+    full = _dense(q_full, k_cache, v_cache, tables, torch.tensor([0, n], dtype=torch.int32), lens, 0.2)
+    positions = torch.tensor(list(range(150)) + list(range(150, 380, 3)) + list(range(380, n)))
+    assert len(positions) > reference.POSITION_RUN_ROWS
+    q = q_full[positions]
+    got = reference.paged_attention(q, k_cache, v_cache, tables, torch.tensor([0, len(positions)], dtype=torch.int32),
+                                    lens, 0.2, query_positions=positions)
+    torch.testing.assert_close(got, full[positions], atol=1e-5, rtol=1e-5)
