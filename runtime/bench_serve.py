@@ -35,7 +35,7 @@ import httpx
 
 from tether.engine import Engine, EngineConfig
 from tether.engine.cpu_tuning import cpu_model
-from tether.runtime.client import LocalClient
+from tether.runtime.client import LLMClient, LocalClient
 from tether.runtime.server import create_app
 
 
@@ -170,31 +170,35 @@ async def _load(base: str, clients: int, seconds: float, max_tokens: int, timeou
     return tally, elapsed
 
 
-def _settled_stats(engine: Engine, wait_s: float = 10.0) -> dict[str, Any]:
-    """The engine's stats once nothing runs or waits (aborted requests free their blocks at the next step)."""
+def _settled_stats(client: LLMClient, wait_s: float = 10.0) -> dict[str, Any]:
+    """The engine's (or the replicas' summed) stats once nothing runs or waits (aborted requests free
+    their blocks at the next step)."""
     deadline = time.monotonic() + wait_s
     while True:
-        stats = engine.stats()
+        stats = asyncio.run(client.stats())
         if (stats.get("running", 0) == 0 and stats.get("waiting", 0) == 0) or time.monotonic() > deadline:
             return stats
         time.sleep(0.05)
 
 
-def run_bench(engine: Engine, clients: int = 64, seconds: float = 60.0, max_tokens: int = 16,
+def run_bench(target: Engine | LLMClient, clients: int = 64, seconds: float = 60.0, max_tokens: int = 16,
               model_name: str = "bench", timeout_s: float = 300.0) -> dict[str, Any]:
-    """Serve ``engine`` on loopback and load it; the result as ``main`` reports it (see the module doc).
+    """Serve ``target`` (an in-process engine, or a client over Ray replicas) on loopback and load it;
+    the result as ``main`` reports it (see the module doc).
 
     Example::
 
         result = run_bench(Engine(EngineConfig(model="default")), clients=8, seconds=5)
         assert result["errors"] == 0 and result["kv_blocks_free_after"]
+        with Runtime(replicas=2) as rt:
+            result = run_bench(rt.client(), clients=8, seconds=5)
     """
     if clients < 1 or seconds <= 0 or max_tokens < 1:
         raise ValueError("clients, seconds and max_tokens must be positive")
-    app = create_app(LocalClient(engine, model_name))
-    with running_server(app) as base:
+    client = LocalClient(target, model_name) if isinstance(target, Engine) else target
+    with running_server(create_app(client)) as base:
         tally, elapsed = asyncio.run(_load(base, clients, seconds, max_tokens, timeout_s))
-        stats = _settled_stats(engine)
+        stats = _settled_stats(client)
     busy = {k: stats.get(k) for k in ("running", "waiting", "kv_blocks_used", "pinned_blocks",
                                       "kv_blocks_cached_free", "kv_blocks_total", "programs", "finished")}
     held = (stats.get("kv_blocks_used") or 0) - (stats.get("pinned_blocks") or 0)
@@ -220,6 +224,23 @@ def run_bench(engine: Engine, clients: int = 64, seconds: float = 60.0, max_toke
         "kv_blocks_free_after": held == 0 and not busy["running"] and not busy["waiting"],
         "machine": machine(),
     }
+
+
+def _through_replicas(args) -> dict[str, Any]:
+    """The load through ``args.replicas`` Ray replicas on a local cluster, each given an equal share of the
+    cores (``TETHER_CPU_THREADS``, unless set) so they do not oversubscribe them."""
+    from tether.agents import Runtime
+
+    os.environ.setdefault("TETHER_CPU_THREADS", str(max(1, len(os.sched_getaffinity(0)) // args.replicas)))
+    with Runtime(model=args.model, replicas=args.replicas, policy=args.policy) as rt:
+        result = run_bench(rt.client(), args.clients, args.seconds, args.max_tokens, model_name=args.model)
+        result["replicas"] = args.replicas
+        result["replica_stats"] = [{k: r.get(k) for k in ("finished", "kv_blocks_total", "kv_blocks_used",
+                                                           "pinned_blocks", "dead")}
+                                   for r in rt.stats().get("replicas", [])]
+    result["kv_blocks_total"] = sum(r["kv_blocks_total"] or 0 for r in result["replica_stats"])
+    result["cpu_threads_per_replica"] = int(os.environ["TETHER_CPU_THREADS"])
+    return result
 
 
 def machine() -> dict[str, Any]:
@@ -253,14 +274,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--policy", default=None, help="the engine's policy preset (default: the engine's default)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
+    p.add_argument("--replicas", type=int, default=0,
+                   help="serve through N Ray engine replicas, as `tether serve --replicas N` (0: in-process)")
     args = p.parse_args(argv)
     config = {"model": args.model, **({"policy": args.policy} if args.policy else {})}
-    engine = Engine(EngineConfig(**config))
-    result = run_bench(engine, args.clients, args.seconds, args.max_tokens, model_name=args.model)
-    result["engine_config"] = {k: v for k, v in engine.config.model_dump().items()
-                               if k in ("model", "policy", "dtype", "device", "num_kv_blocks", "kv_cache_memory_gb",
-                                        "max_num_seqs", "max_num_batched_tokens", "block_size")}
-    result["kv_blocks_total"] = engine.core.pool.num_blocks
+    if args.replicas:
+        result = _through_replicas(args)
+    else:
+        engine = Engine(EngineConfig(**config))
+        result = run_bench(engine, args.clients, args.seconds, args.max_tokens, model_name=args.model)
+        result["engine_config"] = {k: v for k, v in engine.config.model_dump().items()
+                                   if k in ("model", "policy", "dtype", "device", "num_kv_blocks",
+                                            "kv_cache_memory_gb", "max_num_seqs", "max_num_batched_tokens",
+                                            "block_size")}
+        result["kv_blocks_total"] = engine.core.pool.num_blocks
     result["command"] = "tether bench serve " + " ".join(sys.argv[3:] if argv is None else argv)
     text = json.dumps(result, indent=2)
     if args.out:

@@ -475,7 +475,8 @@ def _tool_message(reply: ParsedReply, raw_text: str) -> dict[str, Any]:
 
 def create_app(client: LLMClient, model_name: str | None = None, *, api_key: str | None = None,
                metrics_need_key: bool = False, max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
-               context_tokens: int | None = None, render_threads: int = 4, ui_root: Path | None = None) -> FastAPI:
+               context_tokens: int | None = None, render_threads: int = 4, ui_root: Path | None = None,
+               streamed_prompt_idle_s: float = 120.0) -> FastAPI:
     """The FastAPI app serving ``client`` under OpenAI's routes.
 
     Example::
@@ -495,6 +496,7 @@ def create_app(client: LLMClient, model_name: str | None = None, *, api_key: str
     length in characters before they are tokenized. ``render_threads``: how
     many requests are parsed, rendered and tokenized at once, off the loop. ``ui_root``: serve the
     tracing UI over that trace store at ``/ui`` (``tether.runtime.tracing.ui_server``).
+    ``streamed_prompt_idle_s``: a streamed prompt untouched this long is aborted and its KV freed.
     """
     name = model_name or getattr(client, "model_name", None) or "tether"
     policy = getattr(client, "policy", None)  # the engine's policy preset (None: the client cannot tell)
@@ -585,7 +587,7 @@ def create_app(client: LLMClient, model_name: str | None = None, *, api_key: str
         from tether.runtime.tracing.ui_server import ui_router
         app.include_router(ui_router(ui_root))
     from tether.runtime.streamed_prompts import streamed_prompt_router
-    app.include_router(streamed_prompt_router(client, name))  # Stream2LLM extension: docs/streaming.md
+    app.include_router(streamed_prompt_router(client, name, streamed_prompt_idle_s))  # Stream2LLM extension: docs/streaming.md
     routes = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
     open_paths = _OPEN_PATHS if metrics_need_key else _OPEN_PATHS | {"/metrics"}
     app.add_middleware(_Guard, api_key=api_key, open_paths=open_paths, max_body_bytes=max_body_bytes)

@@ -9,14 +9,19 @@
 
 The last message's content is the streamed part (its initial text, may be ""):
 chunks are prefilled as they arrive; nothing is sampled before ``seal``. Needs an
-in-process engine (``LocalClient``); other clients answer 501.
+in-process engine (``LocalClient``); other clients answer 501. A streamed prompt
+that nobody touches for ``idle_timeout_s`` (no append, replace, seal or completion
+read under way) is aborted and its KV freed: a client that vanishes mid-stream
+does not hold blocks forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Request as HTTPRequest
@@ -46,10 +51,31 @@ class ChunkBody(BaseModel):
         return self
 
 
-def streamed_prompt_router(client: Any, model_name: str) -> APIRouter:
+IDLE_TIMEOUT_S = 120.0
+
+
+@dataclass
+class _Open:
+    stream: Any  # engine.stream_api.PromptStream
+    last: float = field(default_factory=time.monotonic)  # the client's last call on it
+    reading: bool = False  # a completion response is streaming it out: not idle
+
+
+def streamed_prompt_router(client: Any, model_name: str, idle_timeout_s: float = IDLE_TIMEOUT_S) -> APIRouter:
     """Routes for streamed prompts over ``client.engine`` (a ``LocalClient``'s)."""
     router = APIRouter(prefix="/v1/streamed_prompts")
-    streams: dict[str, Any] = {}
+    streams: dict[str, _Open] = {}
+    sweeper: list[asyncio.Task] = []  # at most one: started with the first open prompt, ends with the last
+
+    async def sweep() -> None:
+        while streams:
+            await asyncio.sleep(min(idle_timeout_s / 4, 5.0))
+            now = time.monotonic()
+            for sid, entry in list(streams.items()):
+                if not entry.reading and now - entry.last > idle_timeout_s:
+                    streams.pop(sid, None)
+                    await entry.stream.aclose()  # aborts it in the engine: its blocks are freed
+        sweeper.clear()
 
     def engine():
         e = getattr(client, "engine", None)
@@ -59,11 +85,12 @@ def streamed_prompt_router(client: Any, model_name: str) -> APIRouter:
         return e
 
     def get(sid: str):
-        s = streams.get(sid)
-        if s is None:
-            raise OpenAIError(f"no streamed prompt {sid!r} (finished, deleted or never opened)", 404,
-                              "id", "not_found")
-        return s
+        entry = streams.get(sid)
+        if entry is None:
+            raise OpenAIError(f"no streamed prompt {sid!r} (finished, deleted, idle past {idle_timeout_s:g} s "
+                              "or never opened)", 404, "id", "not_found")
+        entry.last = time.monotonic()
+        return entry.stream
 
     async def parse(http: HTTPRequest, model: type[BaseModel]) -> Any:
         try:
@@ -79,9 +106,12 @@ def streamed_prompt_router(client: Any, model_name: str) -> APIRouter:
         body = await parse(http, OpenBody)
         sid = "sp-" + uuid.uuid4().hex
         try:
-            streams[sid] = engine().open(Request(request_id=sid, messages=body.messages, sampling=body.sampling))
+            streams[sid] = _Open(engine().open(Request(request_id=sid, messages=body.messages,
+                                                       sampling=body.sampling)))
         except ValueError as e:
             raise rejected(e) from None
+        if not sweeper:
+            sweeper.append(asyncio.ensure_future(sweep()))
         return {"id": sid, "object": "streamed_prompt"}
 
     def progress(sid: str) -> dict[str, Any]:
@@ -118,6 +148,7 @@ def streamed_prompt_router(client: Any, model_name: str) -> APIRouter:
     @router.get("/{sid}/completion")
     async def completion(sid: str) -> StreamingResponse:
         s = get(sid)
+        streams[sid].reading = True
         head = {"id": "chatcmpl-" + sid, "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": model_name}
 
@@ -144,10 +175,10 @@ def streamed_prompt_router(client: Any, model_name: str) -> APIRouter:
 
     @router.delete("/{sid}")
     async def delete(sid: str) -> dict[str, Any]:
-        s = streams.pop(sid, None)
-        if s is None:
+        entry = streams.pop(sid, None)
+        if entry is None:
             get(sid)
-        await s.aclose()
+        await entry.stream.aclose()
         return {"id": sid, "deleted": True}
 
     return router
