@@ -172,6 +172,19 @@ def _router_status(rt) -> dict:
     return ray.get(rt.router.status.remote())
 
 
+def test_a_loopback_load_through_two_replicas_has_no_errors_and_frees_every_block(rt):
+    from tether.runtime import bench_serve
+
+    # Runs before the tests that kill replicas (this module's runtime is shared): both must be live.
+    assert rt.stats()["replicas_dead"] == 0
+    before = [r["finished"] for r in rt.stats()["replicas"]]
+    r = bench_serve.run_bench(rt.client(), clients=4, seconds=2, max_tokens=4, model_name="tiny")
+    assert r["errors"] == 0 and r["ok"] >= 4, r["error_samples"]
+    assert r["kv_blocks_free_after"] and r["engine_after"]["running"] == 0
+    served = [r["finished"] - b for r, b in zip(rt.stats()["replicas"], before)]
+    assert all(n > 0 for n in served), served  # the router spread the clients over both replicas
+
+
 def test_killed_replica_is_restarted_and_serves_new_programs(rt):
     """Ray restarts a killed replica: its in-flight program fails clearly, the other goes on, new programs
     avoid it while it restarts and reach it once it is back."""
@@ -219,13 +232,3 @@ def test_dead_replica_fails_its_programs_and_others_go_on(rt):
     assert rt.run(chatter, input="still there?")["text"] is not None  # new programs avoid the dead replica
     assert 0 in _router_status(rt)["dead"] and rt.stats()["replicas_dead"] == 1
 
-
-def test_a_loopback_load_through_two_replicas_has_no_errors_and_frees_every_block(rt):
-    from tether.runtime import bench_serve
-
-    before = [r["finished"] for r in rt.stats()["replicas"]]
-    r = bench_serve.run_bench(rt.client(), clients=4, seconds=2, max_tokens=4, model_name="tiny")
-    assert r["errors"] == 0 and r["ok"] >= 4, r["error_samples"]
-    assert r["kv_blocks_free_after"] and r["engine_after"]["running"] == 0
-    served = [r["finished"] - b for r, b in zip(rt.stats()["replicas"], before)]
-    assert all(n > 0 for n in served), served  # the router spread the clients over both replicas
