@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from types import SimpleNamespace
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from tether.engine import Engine, EngineConfig, EngineError, RequestMetrics, RequestOutput, SamplingParams
+from tether.runtime.bench_serve import running_server
 from tether.runtime.client import LLMClient, LocalClient
 from tether.runtime.openai_protocol import TokenText
 from tether.runtime.server import create_app
@@ -59,20 +58,9 @@ def server(default_model):
     events: list = []
     engine.add_listener(events.append)  # called from the step thread; list.append is atomic
     client = _ForcingClient(engine, MODEL)
-    app = create_app(client, model_name=MODEL)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, name="tether-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    yield SimpleNamespace(base=base, engine=engine, events=events, client=client,
-                          oai=openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=60))
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(client, model_name=MODEL)) as base:
+        yield SimpleNamespace(base=base, engine=engine, events=events, client=client,
+                              oai=openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=60))
 
 
 def chat(server, **kw):

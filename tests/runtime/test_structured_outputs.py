@@ -8,16 +8,14 @@ the tool's schema; the content matches the response schema.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
 import openai
 import pytest
-import uvicorn
 
 from tether.engine import Engine, EngineConfig
+from tether.runtime.bench_serve import running_server
 from tether.runtime.client import LocalClient
 from tether.runtime.server import create_app
 
@@ -39,18 +37,8 @@ PROMPTS = ["What is the weather in Paris?", "Add 2 and 40.", "Hello!", "Is it ra
 def oai(default_model):
     engine = Engine(EngineConfig(num_kv_blocks=256, max_num_batched_tokens=256), hf_model=default_model.hf_model,
                     tokenizer=default_model.tokenizer)
-    app = create_app(LocalClient(engine, "smollm2"), model_name="smollm2")
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, name="tether-structured-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=120)
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(LocalClient(engine, "smollm2"), model_name="smollm2")) as base:
+        yield openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=120)
 
 
 def _ask(text):
