@@ -44,7 +44,9 @@ def _build() -> ctypes.CDLL | bool:
         log.info("tether: no C compiler; decode attention uses the torch reference")
         return False
     src = _SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join([compiler, *_FLAGS]).encode() + os.uname().machine.encode()).hexdigest()
+    # -march=native: a build is only good for this CPU's instruction set (a shared home across an AVX-512
+    # and an AVX2 node must not hand one the other's library), so the CPU's flags are part of the key.
+    key = hashlib.sha256(src + " ".join([compiler, *_FLAGS, os.uname().machine, _cpu_flags()]).encode()).hexdigest()
     out_dir = Path(os.environ.get("TETHER_CACHE", Path.home() / ".cache" / "tether")) / "kernels"
     lib_path = out_dir / f"paged_decode-{key[:16]}.so"
     try:
@@ -65,6 +67,14 @@ def _build() -> ctypes.CDLL | bool:
     f.restype = None
     f.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 7 + [ctypes.c_float, ctypes.c_int]
     return lib
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
 
 
 def _library() -> ctypes.CDLL | None:
