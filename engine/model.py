@@ -110,7 +110,6 @@ class PagedCausalLM:
         return self.lm_head(h).float()
 
 
-
 MODEL_ARCHITECTURES: Registry[type[PagedCausalLM]] = Registry("model architecture")
 for _model_type in ("llama", "mistral", "qwen2"):
     MODEL_ARCHITECTURES.register(_model_type, PagedCausalLM)
