@@ -82,14 +82,28 @@ class KVReuse:
         computed = seq.num_computed_tokens
         if computed > seq.num_prompt_tokens:
             spans.append((seq.num_prompt_tokens, computed))
-        placed = [(pl.start, pl.end) for pl in seq.placements]
-        for start, end in spans:
+        placed = sorted((pl.start, pl.end) for pl in seq.placements)
+        for start, end in (piece for span in spans for piece in _outside(span, placed)):
             end = min(end, computed)
             ids = tuple(seq.token_ids[start:end])
             if end - start < self.store.min_tokens or ids in self.store:
                 continue
-            if any(s < end and start < e for s, e in placed):  # KV that came from elsewhere
-                continue
             k, v = self.runner.read_kv(seq, start, end)
             if self.store.add(ids, k, v, seq.request_id, seq.program_id) is not None:
                 self.counters["reuse_segments_stored"] += 1
+
+
+def _outside(span: tuple[int, int], placed: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``span`` no placement covers (placed KV came from elsewhere: it is not stored
+    again). A 1,024-token input with 64 tokens placed from another prompt still yields its other 960."""
+    start, end = span
+    out = []
+    for s, e in placed:  # sorted by start
+        if e <= start or s >= end:
+            continue
+        if s > start:
+            out.append((start, s))
+        start = max(start, e)
+    if start < end:
+        out.append((start, end))
+    return out

@@ -199,3 +199,18 @@ def test_front_end_spans_cover_each_message_content(default_model):
     assert ids == tok.encode(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True),
                              add_special_tokens=False)
     assert [tok.decode(ids[a:b]) for a, b in spans] == [m["content"] for m in msgs]
+
+
+def test_a_span_placed_in_part_stores_the_rest(model4):
+    """A message span whose middle was placed from elsewhere still stores its other parts, so a later
+    prompt finds them (a 1,024-token input with a 64-token placement used to be skipped whole)."""
+    core = _core(model4, "recompute")
+    core.add_request(req("a", P + S + X, greedy(1), segment_spans=[(len(P), len(P) + len(S))]))
+    run_all(core)
+    left, right = _ids(5, 40), _ids(6, 40)  # b's span: new text, then S (placed from a), then new text
+    span = left + S + right
+    core.add_request(req("b", P2 + span + X, greedy(1), segment_spans=[(len(P2), len(P2) + len(span))]))
+    assert run_all(core)["b"][-1].metrics.reused_tokens == len(S)
+    core.add_request(req("c", X + right + P, greedy(1)))  # c's prompt holds b's right part
+    assert run_all(core)["c"][-1].metrics.reused_tokens == len(right)
+    core.check_no_leaks()
