@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from tether.kernels.reference import prefill_one
+
 log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).parent / "csrc" / "paged_decode.c"
 # Reassociation lets the compiler vectorize the dot products (sums in another order: ~1e-7 apart).
@@ -116,8 +118,6 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
                     query_start_loc: torch.Tensor, seq_lens: torch.Tensor, scale: float) -> torch.Tensor:
     """``reference.paged_attention`` with its decode rows served by the C kernel (prefill chunks by the
     reference)."""
-    from tether.kernels.reference import prefill_one
-
     qsl = query_start_loc.tolist()
     n_seqs = len(qsl) - 1
     if qsl[-1] == n_seqs:  # every sequence decodes one token: the common step
