@@ -77,21 +77,22 @@ def test_an_abandoned_streamed_prompt_is_aborted_and_frees_its_blocks(default_mo
     async def run():
         engine = Engine(EngineConfig(num_kv_blocks=128, max_num_batched_tokens=64, enable_prefix_caching=False),
                         hf_model=default_model.hf_model, tokenizer=default_model.tokenizer)
-        app = create_app(LocalClient(engine, "smollm2"), model_name="smollm2", streamed_prompt_idle_s=0.4)
+        app = create_app(LocalClient(engine, "smollm2"), model_name="smollm2", streamed_prompt_idle_s=1.0)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
             r = await http.post("/v1/streamed_prompts", json={"messages": [{"role": "user", "content": QUESTION}],
                                                               "sampling": SAMPLING})
             sid = r.json()["id"]
-            kept = (await http.post("/v1/streamed_prompts", json={
-                "messages": [{"role": "user", "content": QUESTION}], "sampling": SAMPLING})).json()["id"]
             await http.post(f"/v1/streamed_prompts/{sid}/append", json={"text": "The crawler fetches pages " * 20})
             for _ in range(500):  # its chunk is prefilled: it holds blocks
                 if engine.core.seqs[sid].num_computed_tokens > 0:
                     break
                 await asyncio.sleep(0.01)
             assert engine.stats()["kv_blocks_used"] > 0
+            # Opened only now: the wait above may outlast the idle timeout on a busy machine.
+            kept = (await http.post("/v1/streamed_prompts", json={
+                "messages": [{"role": "user", "content": QUESTION}], "sampling": SAMPLING})).json()["id"]
             for _ in range(8):  # the client of `sid` is gone; `kept`'s client keeps appending
-                await asyncio.sleep(0.15)
+                await asyncio.sleep(0.2)
                 assert (await http.post(f"/v1/streamed_prompts/{kept}/append", json={"text": "x"})).status_code == 200
             r = await http.post(f"/v1/streamed_prompts/{sid}/append", json={"text": "late"})
             assert r.status_code == 404 and "idle" in r.json()["error"]["message"]
