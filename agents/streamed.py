@@ -2,9 +2,10 @@
 
 A message's ``content`` may be an async iterable of chunks: ``str`` chunks are
 appended, a ``Revised(text)`` replaces the streamed content so far (a re-rank).
-On an in-process engine (``LocalClient``) the chunks are prefilled as they
-arrive (``Engine.open``); other clients get the final text whole once the
-iterable ends (wait-for-all), with the same reply.
+The chunks are prefilled as they arrive (``llm.open``: ``Engine.open`` in-process,
+or on the program's engine replica through Ray, the default under ``Runtime``).
+A client without ``open`` gets the final text whole once the iterable ends
+(wait-for-all), with the same reply.
 
 Example::
 
@@ -40,14 +41,14 @@ def streamed_content(messages: list[dict[str, Any]]) -> AsyncIterable | None:
 
 async def complete_streamed(llm: Any, request: Request, chunks: AsyncIterable) -> list[RequestOutput]:
     """Send ``request`` (its last message's content is the text before the chunks) and the chunks."""
-    engine = getattr(llm, "engine", None)
-    if engine is None or not hasattr(engine, "open"):  # a remote replica: wait for all, then send whole
+    stream = await _open(llm, request)
+    if stream is None:  # a client that cannot stream prompts: wait for all, then send whole
         text = request.messages[-1]["content"]
         async for c in chunks:
             text = c.text if isinstance(c, Revised) else text + _text(c)
         msgs = request.messages[:-1] + [{**request.messages[-1], "content": text}]
         return await llm.complete(request.model_copy(update={"messages": msgs}))
-    async with engine.open(request) as stream:
+    async with stream:
         head = request.messages[-1]["content"]
         async for c in chunks:
             if isinstance(c, Revised):
@@ -56,6 +57,16 @@ async def complete_streamed(llm: Any, request: Request, chunks: AsyncIterable) -
                 await stream.append(_text(c))
         stream.seal()
         return [o async for o in stream]
+
+
+async def _open(llm: Any, request: Request) -> Any:
+    """``llm.open(request)``, or None for a client without streamed prompts."""
+    if not hasattr(llm, "open"):
+        return None
+    try:
+        return await llm.open(request)
+    except NotImplementedError:  # an ``LLMClient`` that does not implement it
+        return None
 
 
 def _text(chunk: Any) -> str:

@@ -12,9 +12,11 @@ Example::
                                  sampling=SamplingParams(max_tokens=32)))
     await stream.append("first retrieved passage ...")
     await stream.replace("Context:\\nbetter passage ...")   # the whole streamed content so far
-    stream.seal()
+    stream.seal()                                          # or ``await stream.seal()``: until applied
     async for out in stream:
         print(out.text, end="")
+
+``tether.runtime.remote_stream.RemoteStream`` is the same API over an engine replica (Ray).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from tether.engine.engine import Engine
 
 _SLOT = "\x00tether-streamed-content\x00"
+_CLOSED = object()  # put in the queue by ``aclose``: a reader in another task stops waiting
 
 
 class PromptStream:
@@ -93,20 +96,35 @@ class PromptStream:
                 raise RequestRejected("this stream was opened with prompt_token_ids: replace with token ids")
             return await self._set(list(new))
 
-    def seal(self) -> None:
-        """The prompt is complete: the first token is sampled once its last token is computed."""
+    def seal(self) -> asyncio.Future:
+        """The prompt is complete: the first token is sampled once its last token is computed.
+
+        Awaiting the result is optional: it waits until the engine has applied the seal (and raises
+        its error, if any). Either way a failure also ends the iteration with that error."""
         self._check_open()
         self._sealed = True
         final = self._ids(self.text, True) if self.text is not None else None
         fut = self.engine._submit(self._seal_now, final)
         # A failure (the tail made the prompt too long, say) ends the iteration with its error.
         fut.add_done_callback(lambda f: f.cancelled() or f.exception() is None or self._queue.put_nowait(f.exception()))
+        return fut
 
     def _seal_now(self, final: list[int] | None) -> None:
         core = self.engine.core
         if final is not None:  # the template's tail (end of turn, assistant header) arrives now
             self.invalidated_tokens += core.replace_prompt(self.request_id, final)
         core.seal_prompt(self.request_id)
+
+    async def progress(self) -> dict[str, int | None]:
+        """``prompt_tokens`` so far and ``computed_tokens`` (prefilled); None once the request has ended.
+
+        Example::
+
+            await stream.progress()   # {"prompt_tokens": 412, "computed_tokens": 384}
+        """
+        seq = self.engine.core.seqs.get(self.request_id)
+        return {"prompt_tokens": seq.num_prompt_tokens if seq else None,
+                "computed_tokens": seq.num_computed_tokens if seq else None}
 
     async def _set(self, ids: list[int]) -> int:
         lost = await self.engine._submit(self.engine.core.replace_prompt, self.request_id, ids)
@@ -124,6 +142,8 @@ class PromptStream:
         try:
             while not self._finished:
                 out = await self._queue.get()
+                if out is _CLOSED:
+                    return
                 if isinstance(out, BaseException):
                     raise out
                 self._finished = out.finished
@@ -135,13 +155,16 @@ class PromptStream:
                 await self.aclose()
 
     async def aclose(self) -> None:
-        """Abort the request (if still running) and free its blocks."""
+        """Abort the request (if still running) and free its blocks. A reader iterating in another
+        task gets the final ``finish_reason="abort"`` output (or its iteration just ends)."""
         self._finished = True
         self.engine._streams.pop(self.request_id, None)
         if self.engine._closed or self.engine._loop_task is None or self.engine._loop_task.done():
-            self.engine.core.abort(self.request_id)
+            out = self.engine.core.abort(self.request_id)
         else:  # after any queued change of this prompt (its open, say)
-            await self.engine._submit(self.engine.core.abort, self.request_id)
+            out = await self.engine._submit(self.engine.core.abort, self.request_id)
+        # The engine no longer routes this request's outputs here: without this a reader would wait forever.
+        self._queue.put_nowait(out if out is not None else _CLOSED)
 
     async def __aenter__(self) -> "PromptStream":
         return self

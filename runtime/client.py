@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from typing import Any, AsyncIterator
 
 from tether.engine import Engine, Request, RequestOutput
+from tether.engine.stream_api import PromptStream
 
 
 class LLMClient(ABC):
@@ -28,6 +29,19 @@ class LLMClient(ABC):
     @abstractmethod
     def generate(self, request: Request) -> AsyncIterator[RequestOutput]:
         """Stream the request's outputs (see ``Engine.generate``)."""
+
+    async def open(self, request: Request) -> Any:
+        """Open a streamed prompt (Stream2LLM): an object with ``PromptStream``'s API (``append``,
+        ``replace``, ``seal``, ``progress``, async iteration of outputs, ``aclose``, ``async with``).
+
+        Example::
+
+            async with await client.open(Request(messages=[{"role": "user", "content": "Context: "}])) as s:
+                await s.append("a retrieved passage ...")
+                s.seal()
+                outs = [o async for o in s]
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot open streamed prompts")
 
     @abstractmethod
     async def abort(self, request_id: str) -> None: ...
@@ -56,6 +70,9 @@ class LocalClient(LLMClient):
 
     def generate(self, request: Request) -> AsyncIterator[RequestOutput]:
         return self.engine.generate(request)
+
+    async def open(self, request: Request) -> PromptStream:
+        return self.engine.open(request)
 
     async def abort(self, request_id: str) -> None:
         await self.engine.abort(request_id)

@@ -12,7 +12,8 @@ from typing import Any, AsyncIterator
 
 import ray
 
-from tether.engine import Engine, EngineConfig, Request, RequestOutput
+from tether.engine import Engine, EngineConfig, Request, RequestOutput, RequestRejected
+from tether.engine.stream_api import PromptStream
 from tether.runtime import tracing
 from tether.runtime.client import LocalClient
 from tether.runtime.tracing.engine_spans import attach
@@ -35,6 +36,7 @@ class EngineReplicaImpl(LocalClient):
         self.incarnation = uuid.uuid4().hex  # a new one each time Ray (re)starts the actor
         tracing.from_env("tether.replica")
         self._spans = attach(self.engine.core)  # None when tracing is off: the engine gets no listener
+        self._open: dict[str, PromptStream] = {}  # streamed prompts driven by a RemoteStream, by request id
 
     def _traced(self, request: Request, trace: str | None) -> None:
         """The caller's span (W3C ``traceparent`` in the call) becomes the parent of the request's spans."""
@@ -61,6 +63,49 @@ class EngineReplicaImpl(LocalClient):
         """All outputs in one reply: one round trip for callers that do not stream."""
         self._traced(request, trace)
         return [out async for out in self.engine.generate(request)]
+
+
+    # ---- streamed prompts (runtime/remote_stream.py drives these) --------------------------------
+    async def stream_open(self, request: Request, trace: str | None = None) -> None:
+        """``Engine.open(request)``, kept here until its outputs end or ``stream_close``."""
+        self._traced(request, trace)
+        if request.request_id in self._open:
+            raise RequestRejected(f"request_id {request.request_id!r} is already in flight; use a unique id")
+        self._open[request.request_id] = self.engine.open(request)
+
+    def _stream(self, request_id: str) -> PromptStream:
+        stream = self._open.get(request_id)
+        if stream is None:
+            raise RequestRejected(f"no open streamed prompt {request_id!r} on this replica "
+                                  "(finished, closed or never opened)")
+        return stream
+
+    async def stream_append(self, request_id: str, chunk: str | list[int]) -> None:
+        await self._stream(request_id).append(chunk)
+
+    async def stream_replace(self, request_id: str, new: str | list[int]) -> int:
+        return await self._stream(request_id).replace(new)
+
+    async def stream_seal(self, request_id: str) -> None:
+        await self._stream(request_id).seal()  # answers once applied: a failure reaches the caller
+
+    async def stream_progress(self, request_id: str) -> dict[str, int | None]:
+        return await self._stream(request_id).progress()
+
+    async def stream_outputs(self, request_id: str) -> AsyncIterator[RequestOutput]:
+        """The stream's outputs (a Ray streaming generator); it is forgotten once they end."""
+        stream = self._stream(request_id)
+        try:
+            async for out in stream:
+                yield out
+        finally:
+            self._open.pop(request_id, None)
+
+    async def stream_close(self, request_id: str) -> None:
+        """Abort it (if still running) and free its blocks; a no-op for one already gone."""
+        stream = self._open.pop(request_id, None)
+        if stream is not None:
+            await stream.aclose()
 
 
 # Async actor: many requests in flight, all driven by the engine's own step loop.

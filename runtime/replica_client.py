@@ -12,6 +12,7 @@ from ray.exceptions import RayActorError
 
 from tether.engine import EngineError, Request, RequestOutput
 from tether.runtime.client import LLMClient
+from tether.runtime.remote_stream import RemoteStream
 from tether.runtime.tracing import current_traceparent
 
 
@@ -106,21 +107,26 @@ class ReplicaClient(LLMClient):
             self._route[program_id] = idx
         return idx, self.replicas[idx]
 
-    @asynccontextmanager
-    async def _routed(self, program_id: str | None) -> AsyncIterator[tuple[int, Any]]:
-        """The replica for one request. A request of no program counts in the router's load until it ends."""
+    async def _acquire(self, program_id: str | None) -> tuple[int, Any, str | None]:
+        """The replica for one request, and the router key to release when it ends (``None``: nothing
+        to release). A request of no program counts in the router's load until it ends."""
         if program_id is not None:
-            yield await self._replica(program_id)
-            return
+            return *await self._replica(program_id), None
         if len(self.replicas) == 1:
-            yield 0, self.replicas[0]
-            return
+            return 0, self.replicas[0], None
         key = f"anon-{uuid.uuid4().hex}"
         idx = await self.router.route.remote(key)
+        return idx, self.replicas[idx], key
+
+    @asynccontextmanager
+    async def _routed(self, program_id: str | None) -> AsyncIterator[tuple[int, Any]]:
+        """``_acquire`` for the length of a ``with`` block."""
+        idx, replica, key = await self._acquire(program_id)
         try:
-            yield idx, self.replicas[idx]
+            yield idx, replica
         finally:
-            self.router.done.remote(key)
+            if key is not None:
+                self.router.done.remote(key)
 
     async def _died(self, idx: int, e: Exception, program_id: str | None) -> ReplicaDied:
         if program_id is not None:
@@ -160,6 +166,24 @@ class ReplicaClient(LLMClient):
                 ray.cancel(ref)
                 replica.abort.remote(request.request_id)
                 raise
+
+    async def open(self, request: Request) -> RemoteStream:
+        """A streamed prompt on the program's replica (see ``runtime/remote_stream.py``).
+
+        Example::
+
+            stream = await client.open(Request(messages=[{"role": "user", "content": ""}], program_id="p1"))
+            await stream.append("retrieved text ...")
+            stream.seal()
+            outs = [o async for o in stream]
+        """
+        idx, replica, key = await self._acquire(request.program_id)
+
+        async def died(e: Exception) -> ReplicaDied:
+            return await self._died(idx, e, request.program_id)
+
+        release = None if key is None else (lambda: self.router.done.remote(key))  # when the stream ends
+        return await RemoteStream.start(replica, request, _traced(), died, release)
 
     async def abort(self, request_id: str) -> None:
         for r in self.replicas:

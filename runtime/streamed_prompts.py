@@ -8,8 +8,9 @@
     DELETE /v1/streamed_prompts/{id}            abort and free its KV
 
 The last message's content is the streamed part (its initial text, may be ""):
-chunks are prefilled as they arrive; nothing is sampled before ``seal``. Needs an
-in-process engine (``LocalClient``); other clients answer 501. A streamed prompt
+chunks are prefilled as they arrive; nothing is sampled before ``seal``. Any client serves
+them (``client.open``): an in-process engine, or engine replicas through Ray, where the
+prompt lives on the replica the router picks. A streamed prompt
 that nobody touches for ``idle_timeout_s`` (no append, replace, seal or completion
 read under way) is aborted and its KV freed: a client that vanishes mid-stream
 does not hold blocks forever.
@@ -56,13 +57,13 @@ IDLE_TIMEOUT_S = 120.0
 
 @dataclass
 class _Open:
-    stream: Any  # engine.stream_api.PromptStream
+    stream: Any  # engine.stream_api.PromptStream, or runtime.remote_stream.RemoteStream
     last: float = field(default_factory=time.monotonic)  # the client's last call on it
     reading: bool = False  # a completion response is streaming it out: not idle
 
 
 def streamed_prompt_router(client: Any, model_name: str, idle_timeout_s: float = IDLE_TIMEOUT_S) -> APIRouter:
-    """Routes for streamed prompts over ``client.engine`` (a ``LocalClient``'s)."""
+    """Routes for streamed prompts over ``client.open`` (any ``LLMClient``)."""
     router = APIRouter(prefix="/v1/streamed_prompts")
     streams: dict[str, _Open] = {}
     sweeper: list[asyncio.Task] = []  # at most one: started with the first open prompt, ends with the last
@@ -76,13 +77,6 @@ def streamed_prompt_router(client: Any, model_name: str, idle_timeout_s: float =
                     streams.pop(sid, None)
                     await entry.stream.aclose()  # aborts it in the engine: its blocks are freed
         sweeper.clear()
-
-    def engine():
-        e = getattr(client, "engine", None)
-        if e is None or not hasattr(e, "open"):
-            raise OpenAIError("streamed prompts need an in-process engine (LocalClient); this server has none",
-                              501, type="server_error")
-        return e
 
     def get(sid: str):
         entry = streams.get(sid)
@@ -106,18 +100,16 @@ def streamed_prompt_router(client: Any, model_name: str, idle_timeout_s: float =
         body = await parse(http, OpenBody)
         sid = "sp-" + uuid.uuid4().hex
         try:
-            streams[sid] = _Open(engine().open(Request(request_id=sid, messages=body.messages,
-                                                       sampling=body.sampling)))
+            streams[sid] = _Open(await client.open(Request(request_id=sid, messages=body.messages,
+                                                           sampling=body.sampling)))
         except ValueError as e:
             raise rejected(e) from None
         if not sweeper:
             sweeper.append(asyncio.ensure_future(sweep()))
         return {"id": sid, "object": "streamed_prompt"}
 
-    def progress(sid: str) -> dict[str, Any]:
-        seq = engine().core.seqs.get(sid)
-        return {"id": sid, "prompt_tokens": seq.num_prompt_tokens if seq else None,
-                "computed_tokens": seq.num_computed_tokens if seq else None}
+    async def progress(sid: str, stream: Any) -> dict[str, Any]:
+        return {"id": sid, **await stream.progress()}  # prompt_tokens, computed_tokens
 
     @router.post("/{sid}/append")
     async def append(sid: str, http: HTTPRequest) -> dict[str, Any]:
@@ -126,7 +118,7 @@ def streamed_prompt_router(client: Any, model_name: str, idle_timeout_s: float =
             await s.append(body.text if body.text is not None else body.token_ids)
         except ValueError as e:
             raise rejected(e) from None
-        return progress(sid)
+        return await progress(sid, s)
 
     @router.post("/{sid}/replace")
     async def replace(sid: str, http: HTTPRequest) -> dict[str, Any]:
@@ -135,15 +127,16 @@ def streamed_prompt_router(client: Any, model_name: str, idle_timeout_s: float =
             lost = await s.replace(body.text if body.text is not None else body.token_ids)
         except ValueError as e:
             raise rejected(e) from None
-        return {**progress(sid), "invalidated_tokens": lost}
+        return {**await progress(sid, s), "invalidated_tokens": lost}
 
     @router.post("/{sid}/seal")
     async def seal(sid: str) -> dict[str, Any]:
+        s = get(sid)
         try:
-            get(sid).seal()
+            await s.seal()  # applied (or refused) before the answer
         except ValueError as e:
             raise rejected(e) from None
-        return {**progress(sid), "sealed": True}
+        return {**await progress(sid, s), "sealed": True}
 
     @router.get("/{sid}/completion")
     async def completion(sid: str) -> StreamingResponse:

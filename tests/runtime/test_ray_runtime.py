@@ -7,6 +7,8 @@ tokenizer, so every path is real and each call takes milliseconds.
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import sys
 import time
 
@@ -15,6 +17,8 @@ import pytest
 import ray
 
 from tether.agents import Agent, Context, ProgramFailed, Runtime, tool
+from tether.agents.streamed import Revised
+from tether.engine import Request, RequestRejected, SamplingParams
 from tether.engine.random_model import save_random_checkpoint
 from tether.runtime.chat_format import ToolCall
 from tether.runtime.local_cluster import is_loopback, listening_addresses
@@ -166,6 +170,157 @@ def test_embedded_cluster_listens_on_loopback_only(rt):
     assert gcs_port in ports and node.node_manager_port in ports  # the GCS's and the raylet's own servers
     exposed = [(ip, port) for ip, port, _ in listening if not is_loopback(ip.removeprefix("::ffff:"))]
     assert exposed == [], f"the embedded cluster listens beyond loopback: {exposed}"
+
+
+# ---- streamed prompts (Stream2LLM) through replicas: runtime/remote_stream.py -------------------
+HEAD = "Say what the crawler does first, from this context:\n"
+FINAL = "It reads robots.txt, then fetches the seed page."
+GREEDY = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+
+
+async def _until_prefilled(stream) -> dict:
+    """Wait for the replica to prefill what the open prompt has (all but its held-back last token)."""
+    for _ in range(3000):
+        p = await stream.progress()
+        if p["computed_tokens"] == p["prompt_tokens"] - 1:
+            return p
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not prefilled: {p}")
+
+
+def _wait_idle(rt, load: list[int]) -> None:
+    deadline = time.time() + 30
+    while not (_idle(rt) and _router_status(rt)["load"] == load) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _idle(rt) and _router_status(rt)["load"] == load
+
+
+def test_a_streamed_prompt_on_a_replica_equals_the_final_prompt_whole_and_frees_its_blocks(rt):
+    load = _router_status(rt)["load"]
+
+    async def run():
+        client = rt.client()
+        stream = await client.open(Request(messages=[{"role": "user", "content": HEAD}], sampling=GREEDY))
+        assert sum(_router_status(rt)["load"]) == sum(load) + 1  # an anonymous stream counts while open
+        await stream.append("The crawler fet")
+        await stream.append("ches the seed page, then follows li")
+        await _until_prefilled(stream)
+        lost = await stream.replace(HEAD + FINAL)
+        with pytest.raises(RequestRejected, match="append text, not token ids") as bad:
+            await stream.append([5, 6])  # refused by the replica: the same exception, its own message
+        assert "Traceback" not in str(bad.value)
+        stream.seal()
+        with pytest.raises(RequestRejected, match="sealed or finished"):
+            await stream.append("late")
+        outs = [o async for o in stream]
+        whole = await client.complete(Request(messages=[{"role": "user", "content": HEAD + FINAL}], sampling=GREEDY))
+        return outs, whole, lost, stream.invalidated_tokens
+
+    outs, whole, lost, invalidated = asyncio.run(run())
+    assert [t for o in outs for t in o.token_ids] == [t for o in whole for t in o.token_ids]
+    assert len([t for o in outs for t in o.token_ids]) == 6 and outs[-1].finished
+    assert lost > 0 and invalidated == outs[-1].metrics.invalidated_tokens >= lost
+    _wait_idle(rt, load)  # blocks freed, and the router's count of it released
+
+
+async def streamed_reader(ctx: Context, final: str) -> dict:
+    llm = ctx.services.llm  # the program's ReplicaClient: the replicas' stats, for the proof below
+    base = await llm.stats()
+    seen: dict = {}
+
+    async def passages():
+        yield "The crawler fetches the seed page first, then follows links breadth-first. " * 2
+        for _ in range(3000):  # not sealed yet: the chunk is prefilled only if it was streamed
+            now = await llm.stats()
+            if now["computed_tokens"] > base["computed_tokens"]:
+                seen["computed_before_seal"] = now["computed_tokens"] - base["computed_tokens"]
+                break
+            await asyncio.sleep(0.01)
+        yield Revised(final)  # a re-rank: rolls back what was computed past the common prefix
+
+    kw = dict(max_tokens=6, temperature=0, ignore_eos=True)
+    streamed = await ctx.chat([{"role": "user", "content": HEAD}, {"role": "user", "content": passages()}], **kw)
+    invalidated = (await llm.stats())["invalidated_tokens"] - base["invalidated_tokens"]
+    whole = await ctx.chat([{"role": "user", "content": HEAD}, {"role": "user", "content": final}], **kw)
+    return {"streamed": streamed.token_ids, "whole": whole.token_ids, "invalidated": invalidated, **seen}
+
+
+def test_sdk_streamed_content_is_prefilled_on_the_replica_before_it_is_sealed(rt):
+    load = _router_status(rt)["load"]
+    out = rt.run(streamed_reader, final=FINAL)
+    assert out.get("computed_before_seal", 0) > 0  # wait-for-all would send nothing before the last chunk
+    assert out["invalidated"] > 0  # the revision rolled back KV computed while the prompt was open
+    assert out["streamed"] == out["whole"] and len(out["streamed"]) == 6
+    _wait_idle(rt, load)
+
+
+def test_streamed_prompt_http_endpoints_through_replicas(rt):
+    load = _router_status(rt)["load"]
+    sampling = {"max_tokens": 6, "temperature": 0, "ignore_eos": True}
+
+    async def run():
+        app = create_app(rt.client(), model_name="tiny")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            r = await http.post("/v1/streamed_prompts", json={"messages": [{"role": "user", "content": HEAD}],
+                                                              "sampling": sampling})
+            assert r.status_code == 200, r.text
+            sid = r.json()["id"]
+            for chunk in ("It reads robots.t", "xt, then fetches the seed page."):
+                r = await http.post(f"/v1/streamed_prompts/{sid}/append", json={"text": chunk})
+                assert r.status_code == 200 and r.json()["prompt_tokens"] > 0, r.text
+            r = await http.post(f"/v1/streamed_prompts/{sid}/seal")
+            assert r.status_code == 200 and r.json()["sealed"], r.text
+            r = await http.post(f"/v1/streamed_prompts/{sid}/append", json={"text": "late"})
+            assert r.status_code == 400 and "sealed" in r.json()["error"]["message"]
+            body = (await http.get(f"/v1/streamed_prompts/{sid}/completion")).text
+            chunks = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: {")]
+            streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+            assert body.rstrip().endswith("data: [DONE]") and chunks[-1]["usage"]["completion_tokens"] == 6
+            whole = await http.post("/v1/chat/completions", json={
+                "model": "tiny", "messages": [{"role": "user", "content": HEAD + FINAL}], **sampling})
+            assert whole.status_code == 200 and streamed == whole.json()["choices"][0]["message"]["content"]
+            assert (await http.get(f"/v1/streamed_prompts/{sid}/completion")).status_code == 404
+
+            sid2 = (await http.post("/v1/streamed_prompts", json={
+                "messages": [{"role": "user", "content": HEAD}], "sampling": sampling})).json()["id"]
+            r = await http.post(f"/v1/streamed_prompts/{sid2}/append", json={"token_ids": [5]})
+            assert r.status_code == 400 and "append text" in r.json()["error"]["message"]
+            await http.post(f"/v1/streamed_prompts/{sid2}/append", json={"text": "some context " * 20})
+            assert (await http.delete(f"/v1/streamed_prompts/{sid2}")).status_code == 200
+
+    asyncio.run(run())
+    _wait_idle(rt, load)
+
+
+def test_an_abandoned_remote_stream_frees_its_blocks(rt):
+    load = _router_status(rt)["load"]
+
+    async def run() -> int:
+        client = rt.client()
+        aborted = (await client.stats())["aborted"]
+        sp = SamplingParams(max_tokens=200, temperature=0, ignore_eos=True)
+        read = await client.open(Request(messages=[{"role": "user", "content": HEAD}], sampling=sp))
+        dropped = await client.open(Request(messages=[{"role": "user", "content": HEAD}], sampling=sp))
+        await read.append("The crawler fetches pages. " * 10)
+        await dropped.append("The crawler fetches pages. " * 10)
+        await _until_prefilled(read)
+        await _until_prefilled(dropped)
+        assert (await client.stats())["kv_blocks_used"] > 0
+        read.seal()
+        async for out in read:  # left after the first output: the rest is never read
+            assert not out.finished
+            break
+        del dropped  # never sealed nor closed: dropped
+        gc.collect()
+        for _ in range(600):
+            stats = await client.stats()
+            if stats["kv_blocks_used"] == 0 and stats["running"] == 0 and stats["waiting"] == 0:
+                return stats["aborted"] - aborted
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"blocks still held: {stats}")
+
+    assert asyncio.run(run()) == 2  # both aborted in their engine
+    _wait_idle(rt, load)
 
 
 def _router_status(rt) -> dict:
