@@ -77,5 +77,5 @@ def test_unregistered_format_is_unknown_again(tmp_path):
 
 def test_builtin_formats_are_registered_in_detection_order():
     from tether.workloads.loaders.formats import ordered
-    assert ordered() == ["tether", "swe-agent", "mini-swe-agent", "tracelab-rounds", "tracelab-csv",
+    assert ordered() == ["tether", "openhands", "swe-agent", "mini-swe-agent", "tracelab-rounds", "tracelab-csv",
                          "swe-smith", "openai-messages"]

@@ -14,6 +14,8 @@ openai-messages    ``.json`` / ``.jsonl``: chat messages with ``tool_calls`` / `
 tracelab-rounds    ``.jsonl``, one LLM round per line (``session_id``, ``input_tokens_total``, ...)
 tracelab-csv       ``.csv`` with ``session_id,round_idx,input_len,output_len,tool_wait_after_ms``
 swe-smith          ``.jsonl`` / ``.json`` rows: ``messages`` (a JSON string), ``traj_id``, ``instance_id``
+openhands          ``.json`` list of OpenHands events (``id``, ``source``, ``action``/``observation``),
+                   or ``.jsonl`` / ``.json`` rows keeping them in ``history``
 =================  ==========================================================
 
 Without a tokenizer, counts of text turns are estimates (about 4 characters a
@@ -31,7 +33,8 @@ from ..tokenize import tokenize_trace
 from ..trace import Trace, TraceError
 # Each module registers its formats in TRACE_FORMATS on import; detection tries them in this order
 # (fallback formats, i.e. plain OpenAI messages, last).
-from . import tether_trace, swe_agent, mini_swe_agent, tracelab, swe_smith, openai_messages  # noqa: F401  (registration)
+# openhands goes before swe_agent: both take objects with a `trajectory` list (see openhands.py).
+from . import tether_trace, openhands, swe_agent, mini_swe_agent, tracelab, swe_smith, openai_messages  # noqa: F401
 from .formats import TRACE_FORMATS, FileContent, TraceFormat, detect, suffixes
 
 __all__ = ["load_trajectories", "detect_format", "TraceError", "TRACE_FORMATS", "TraceFormat", "FileContent"]
@@ -72,7 +75,7 @@ def _load(path: Path, seed: int) -> tuple[str, Trace]:
 
 def detect_format(path: str | Path) -> str:
     """The name of a file's format (see ``TRACE_FORMATS``: tether, swe-agent, mini-swe-agent,
-    openai-messages, tracelab-rounds, tracelab-csv, swe-smith, and any registered since); TraceError naming
+    openai-messages, tracelab-rounds, tracelab-csv, swe-smith, openhands, and any registered since); TraceError naming
     the file when it is none of them."""
     return detect(Path(path))[0]
 
