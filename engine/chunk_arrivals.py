@@ -45,9 +45,44 @@ def corpus_passages(text: str, words: int = 18) -> list[str]:
     return [" ".join(toks[i:i + words]) + "\n" for i in range(0, len(toks) - words, words)]
 
 
+CHUNKS = (8, 32)             # chunks per query (inclusive)
+DURATION_S = (1.5, 3.0)      # the last chunk arrives within a duration drawn from this range
+RERANK_P = 0.25              # update: chance that a chunk (from the third on) is re-ranked ahead
+
+
+@dataclass(frozen=True)
+class ChunkDraw:
+    """One chunk of a drawn schedule: it arrives ``time`` s after the start and goes to the end
+    of the context so far (``at`` None: an append) or is inserted at index ``at`` among the
+    chunks so far (a re-rank: everything from ``at`` on is revised)."""
+
+    time: float
+    at: int | None = None
+
+
+def draw_schedule(kind: str, rng: random.Random, k: int, duration_s: tuple[float, float] = DURATION_S,
+                  rerank_p: float = RERANK_P) -> list[ChunkDraw]:
+    """``k`` chunk arrivals of the ``append`` or ``update`` shape, times sorted; the one drawing
+    rule behind ``synth_queries`` (the benchmark) and ``tether trace synth --streamed``.
+
+    >>> [d.at for d in draw_schedule("append", random.Random(0), 3)]
+    [None, None, None]
+    """
+    if kind not in ("append", "update"):
+        raise ValueError(f"kind must be 'append' or 'update', got {kind!r}")
+    times = sorted(rng.uniform(0.05, rng.uniform(*duration_s)) for _ in range(k))
+    out = []
+    for i, at in enumerate(times):
+        if kind == "update" and i >= 2 and rng.random() < rerank_p:
+            out.append(ChunkDraw(at, rng.randrange(1, i)))  # re-ranked ahead of earlier results
+        else:
+            out.append(ChunkDraw(at))
+    return out
+
+
 def synth_queries(kind: str, rate: float, n: int, passages: list[str], seed: int = 0,
-                  chunks: tuple[int, int] = (8, 32), duration_s: tuple[float, float] = (1.5, 3.0),
-                  rerank_p: float = 0.25) -> list[StreamedQuery]:
+                  chunks: tuple[int, int] = CHUNKS, duration_s: tuple[float, float] = DURATION_S,
+                  rerank_p: float = RERANK_P) -> list[StreamedQuery]:
     """``n`` queries arriving at ``rate``/s (Poisson), each with 8-32 chunks over a few seconds."""
     if kind not in ("append", "update"):
         raise ValueError(f"kind must be 'append' or 'update', got {kind!r}")
@@ -59,16 +94,14 @@ def synth_queries(kind: str, rate: float, n: int, passages: list[str], seed: int
         t += rng.expovariate(rate)
         k = rng.randint(*chunks)
         start = rng.randrange(len(passages))
-        picked = [passages[(start + i) % len(passages)] for i in range(k)]
-        times = sorted(rng.uniform(0.05, rng.uniform(*duration_s)) for _ in range(k))
         q, content = StreamedQuery(t, kind), []
-        for i, (p, at) in enumerate(zip(picked, times)):
-            if kind == "update" and i >= 2 and rng.random() < rerank_p:
-                content = list(content)
-                content.insert(rng.randrange(1, len(content)), p)  # re-ranked ahead of earlier results
-                q.events.append(ChunkEvent(at, "replace", content))
-            else:
+        for i, d in enumerate(draw_schedule(kind, rng, k, duration_s, rerank_p)):
+            p = passages[(start + i) % len(passages)]
+            if d.at is None:
                 content = content + [p]
-                q.events.append(ChunkEvent(at, "append", content))
+                q.events.append(ChunkEvent(d.time, "append", content))
+            else:
+                content = content[:d.at] + [p] + content[d.at:]
+                q.events.append(ChunkEvent(d.time, "replace", content))
         out.append(q)
     return out

@@ -90,7 +90,17 @@ class Scheduler:
     def has_work(self) -> bool:
         """Anything to compute now (an open prompt waiting for its next chunk is not)."""
         m = self.open_min_chunk
-        return any(not is_idle_open(s, m) for s in self.running) or any(not is_idle_open(s, m) for s in self.waiting)
+        return any(not is_idle_open(s, m) for s in self.running) or any(not self._idle_waiting(s) for s in self.waiting)
+
+    def _idle_waiting(self, seq: Sequence) -> bool:
+        """A waiting open prompt that ``_admit`` skips: less than a minimum chunk past its cached
+        prefix. (An open prompt whose cache hit leaves only its held-back token is one: counting
+        it as work would make a step loop spin on empty steps, and a virtual clock never advance.)"""
+        if not seq.prompt_open:
+            return False
+        hit = self.kv.find_cached_prefix(seq).num_blocks * self.kv.block_size
+        n = min(seq.num_tokens - hit - 1, self.max_num_batched_tokens)
+        return n <= 0 or n < min(self.open_min_chunk, self.max_num_batched_tokens)
 
     def expire_pins(self) -> None:
         """End pins past their TTL whose program has no turn waiting (Continuum's rule)."""

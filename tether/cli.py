@@ -12,8 +12,8 @@
     tether bench streaming --json  streamed prompts (Stream2LLM) against wait-for-all: TTFT, throughput
     tether model prepare [MODEL]   convert a model (default: the default model) into the cache
     tether trace convert INPUT --out trace.jsonl      any supported trajectory file or folder -> a trace
-    tether trace synth --programs N --seed S --out trace.jsonl
-    tether replay TRACE --policies baseline --kv-blocks N --mode sim|real --out DIR
+    tether trace synth --programs N --seed S --out trace.jsonl [--streamed append|update]
+    tether replay TRACE --policies baseline --kv-blocks N --mode sim|real --out DIR [--no-stream]
     tether profile --out profile.json                 measure a latency profile for simulated replay
     tether report DIR              a replay's CSVs, table and plots again, from DIR/results.json and runs.json.gz
     tether ui [--trace-dir DIR]    the tracing UI over the local trace store (default ~/.cache/tether/traces)
@@ -160,12 +160,18 @@ def _trace(args: argparse.Namespace) -> int:
         else:
             from tether.workloads.synth import synthesize
             trace = synthesize(args.programs, seed=args.seed, rate=args.rate, concurrency=args.concurrency)
-    except (TraceError, ModelNotFoundError) as e:
+            if args.streamed:
+                from tether.workloads.synth_streamed import add_chunk_arrivals
+                classes = tuple(c.strip() for c in args.streamed_classes.split(",") if c.strip())
+                trace = add_chunk_arrivals(trace, args.streamed, seed=args.seed, share=args.streamed_share,
+                                           classes=classes)
+    except (TraceError, ModelNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     path = trace.save(args.out)
     turns = sum(len(p.turns) for p in trace.programs)
-    print(f"wrote {len(trace.programs)} programs, {turns} turns to {path}")
+    streamed = f" ({trace.streamed_turns} streamed)" if trace.streamed_turns else ""
+    print(f"wrote {len(trace.programs)} programs, {turns} turns{streamed} to {path}")
     return 0
 
 
@@ -288,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     arr = ts.add_mutually_exclusive_group()
     arr.add_argument("--rate", type=float, help="Poisson arrivals, programs/s")
     arr.add_argument("--concurrency", type=int, help="closed loop at this many programs in flight")
+    ts.add_argument("--streamed", choices=["append", "update"], help="give turns chunk arrivals (Stream2LLM): "
+                    "append = crawler-style, update = vector-search-style with re-ranks that replace; 8-32 "
+                    "chunks over 1.5-3 s after the previous tool returns (tether replay streams them)")
+    ts.add_argument("--streamed-classes", default="search,view", help="--streamed: turns whose previous tool "
+                    "is of these classes stream (default: search,view, the retrieval-like ones)")
+    ts.add_argument("--streamed-share", type=float, default=1.0,
+                    help="--streamed: the share of those turns that stream (default 1)")
     ts.add_argument("--out", required=True)
     ts.set_defaults(fn=_trace)
     te = tsub.add_parser("export", help="a recorded run of spans -> Chrome trace format (Perfetto)")

@@ -4,7 +4,13 @@ Definitions (all times in seconds, taken from the ``ReplayRun`` alone):
 
 - JCT of a program = its last turn's ``finished_s`` minus its arrival in
   ``run.program_arrivals`` (Continuum: last departure - first arrival).
-- TTFT of a turn = ``first_token_s - submitted_s`` (includes queue wait).
+- TTFT of a turn = ``first_token_s - submitted_s`` (includes queue wait; a streamed
+  turn's counts from its start, its chunks' arrival included).
+- TTFT after last chunk of a streamed turn = ``first_token_s - last_chunk_s`` (Stream2LLM's
+  metric: what is left once the context is whole). Runs with streamed turns also report
+  ``streamed_turns``, ``ttft_streamed_p50/p99`` (from the turn's start, streamed turns only),
+  ``ttft_after_last_chunk_p50/p99`` and ``invalidated_tokens`` (computed tokens replaces
+  rolled back); runs without carry none of these keys.
 - TPOT of a turn = ``(finished_s - first_token_s) / (output_tokens - 1)``, only
   for turns with more than one output token.
 - Percentiles use linear interpolation between closest ranks, the same as
@@ -100,6 +106,11 @@ def ttft(turn: TurnRecord) -> float:
     return turn.first_token_s - turn.submitted_s
 
 
+def ttft_after_last_chunk(turn: TurnRecord) -> float | None:
+    """A streamed turn's first token minus its last chunk's arrival; None when not streamed."""
+    return None if turn.last_chunk_s is None else turn.first_token_s - turn.last_chunk_s
+
+
 def tpot(turn: TurnRecord) -> float | None:
     """Time per output token after the first; None for single-token turns."""
     if turn.output_tokens <= 1:
@@ -184,4 +195,18 @@ def summarize(run: ReplayRun) -> dict[str, float]:
         s["kv_peak_host_blocks"] = float(max(k.host_blocks for k in run.kv_samples))
     else:
         s["kv_peak_blocks"] = s["kv_mean_blocks"] = s["kv_peak_pinned_blocks"] = s["kv_peak_host_blocks"] = NAN
+    s.update(_streamed(turns))
     return s
+
+
+def _streamed(turns: list[TurnRecord]) -> dict[str, float]:
+    """The streamed turns' metrics (see module docstring); empty when no turn streamed."""
+    streamed = [t for t in turns if t.last_chunk_s is not None]
+    if not streamed:
+        return {}
+    after = [t.first_token_s - t.last_chunk_s for t in streamed]
+    start = [ttft(t) for t in streamed]
+    return {"streamed_turns": float(len(streamed)),
+            "ttft_streamed_p50": percentile(start, 50), "ttft_streamed_p99": percentile(start, 99),
+            "ttft_after_last_chunk_p50": percentile(after, 50), "ttft_after_last_chunk_p99": percentile(after, 99),
+            "invalidated_tokens": float(sum(t.invalidated_tokens for t in turns))}

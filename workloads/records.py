@@ -16,7 +16,8 @@ class TurnRecord:
 
     program_id: str
     turn: int
-    submitted_s: float          # the request reached the engine
+    submitted_s: float          # the turn started: its request reached the engine (a streamed turn: its start,
+                                # before its chunks; TTFT counts from here in both arms)
     first_token_s: float        # its first output token
     finished_s: float           # its last output token
     prompt_tokens: int
@@ -25,6 +26,8 @@ class TurnRecord:
     tool_name: str | None = None
     tool_duration_s: float = 0.0  # the tool phase after this turn (0 on the last turn)
     preemptions: int = 0
+    last_chunk_s: float | None = None  # a streamed turn's last chunk arrived (None: not streamed)
+    invalidated_tokens: int = 0   # computed tokens a streamed turn's replaces rolled back
 
 
 @dataclass

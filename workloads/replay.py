@@ -1,4 +1,11 @@
-"""``tether replay``: replay one trace under several policies and compare them side by side."""
+"""``tether replay``: replay one trace under several policies and compare them side by side.
+
+Turns with chunk arrivals (``append_chunks``, e.g. from ``tether trace synth --streamed``)
+are streamed in sim mode: opened at the turn's start, each chunk prefilled as it arrives,
+sealed at the last one. ``--no-stream`` sends each whole at its last chunk's arrival
+(wait-for-all) instead, so both arms run on the same trace; real mode always waits for all.
+The summary then adds TTFT after the last chunk and invalidated tokens.
+"""
 
 from __future__ import annotations
 
@@ -50,8 +57,21 @@ def run_policies(trace: Trace, policies: list[PolicyPreset], settings: ReplaySet
         run.meta = {"settings": settings.as_dict(), "trace": trace.meta,
                     "profile": profile.name if mode == "sim" else None, "cpu": cpu_model(),
                     "trace_dir": getattr(run, "trace_dir", None)}
+        if trace.streamed_turns:
+            run.meta["streamed"] = streamed_meta(trace, settings, mode)
         runs.append(run)
     return runs
+
+
+def streamed_meta(trace: Trace, settings: ReplaySettings, mode: str) -> dict:
+    """How a replay treated the trace's streamed turns (results meta, and a line of output)."""
+    if mode == "real":
+        arm, note = "wait-for-all", "real mode does not stream yet: each streamed turn is sent whole at its last chunk"
+    elif settings.stream:
+        arm, note = "streamed", "chunks prefilled as they arrive, the prompt sealed at the last one"
+    else:
+        arm, note = "wait-for-all", "--no-stream: each streamed turn is sent whole at its last chunk"
+    return {"turns": trace.streamed_turns, "arm": arm, "note": note}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,6 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default="default",
                    help="model for real mode, and whose tokenizer encodes a trajectory's text")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-stream", action="store_true", help="turns with chunk arrivals (trace synth --streamed) "
+                   "wait for all their chunks and are sent whole at the last one's arrival; default (sim mode): "
+                   "streamed, each chunk prefilled as it arrives. Real mode always waits for all, for now")
+    p.add_argument("--stream-min-chunk", type=int, default=1, help="sim: prefill an open (streamed) prompt once "
+                   "this many of its tokens wait (the seal flushes the rest)")
     p.add_argument("--out", default="replay-out")
     p.add_argument("--trace-dir", help="also write each run's spans (OTLP JSON) into a run folder here; "
                    "open them with `tether ui --trace-dir DIR`")
@@ -102,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     concurrency = args.concurrency or (None if args.rate else trace.meta.get("concurrency"))
     settings = ReplaySettings(kv_blocks=args.kv_blocks, host_kv_blocks=args.host_blocks, block_size=args.block_size,
                               max_num_batched_tokens=args.budget, concurrency=concurrency,
-                              time_scale=args.time_scale, seed=args.seed)
+                              time_scale=args.time_scale, seed=args.seed, stream=not args.no_stream,
+                              stream_min_chunk=args.stream_min_chunk)
     from tether.workloads.analytic_profile import load_profile
     profile = load_profile(args.profile) if args.profile else None
     if args.mode == "both":
@@ -111,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
                         trace_dir=args.trace_dir)
     results = write_results(args.out, runs)
     print(format_table(results["policies"]))
+    if trace.streamed_turns:
+        m = streamed_meta(trace, settings, args.mode)
+        print(f"\nstreamed turns: {m['turns']}, replayed {m['arm']} ({m['note']})")
     print(f"\ncpu: {cpu_model()}\nwrote {Path(args.out) / 'results.json'}")
     for run in runs:
         if run.meta.get("trace_dir"):
@@ -124,9 +153,15 @@ def _both(trace: Trace, settings: ReplaySettings, profile: LatencyProfile | None
     from tether.workloads.sim_vs_real import markdown, write_comparison
     out = Path(args.out)
     policies = parse_policies(args.policies)
+    if trace.streamed_turns and settings.stream:  # real mode waits for all chunks: compare like with like
+        print(f"note: {trace.streamed_turns} streamed turns are replayed wait-for-all in both modes "
+              "(real mode does not stream yet)")
+        settings.stream = False
     if args.reuse_real:  # a real replay already made with these settings (e.g. hours on a slow CPU)
         import json
         real = json.loads((Path(args.reuse_real) / "results.json").read_text())
+        if real["meta"].get("settings") is not None:  # older results lack newer settings: their defaults
+            real["meta"]["settings"] = {**ReplaySettings(kv_blocks=0).as_dict(), **real["meta"]["settings"]}
         if real["meta"].get("settings") != settings.as_dict():
             raise SystemExit(f"{args.reuse_real}: its settings differ from these: {real['meta'].get('settings')}")
     else:

@@ -12,7 +12,9 @@ class ReplaySettings:
     """How to replay: the engine's pool and budget, arrivals, and the time scale.
 
     ``concurrency`` set: a closed loop keeping that many programs in flight;
-    else programs arrive at their ``arrival_s`` (times ``time_scale``).
+    else programs arrive at their ``arrival_s`` (times ``time_scale``). ``stream``: a turn
+    with chunk arrivals is prefilled as they come (sim mode); False: wait-for-all, the turn
+    is sent whole at its last chunk's arrival (real mode always waits for all, for now).
     """
 
     kv_blocks: int
@@ -23,6 +25,8 @@ class ReplaySettings:
     concurrency: int | None = None
     time_scale: float = 1.0
     seed: int = 0
+    stream: bool = True
+    stream_min_chunk: int = 1  # an open prompt is prefilled once this many tokens wait (EngineConfig)
 
     def as_dict(self) -> dict:
         return asdict(self)

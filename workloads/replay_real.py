@@ -1,11 +1,15 @@
 """Real replay: each program runs as an agent program through the runtime (Ray actors,
 an engine replica, a real model). Prompts are the trace's history, outputs are
-forced to the recorded tokens, and tool phases are waited out in real time."""
+forced to the recorded tokens, and tool phases are waited out in real time.
+
+Streamed turns (``append_chunks``) are not streamed here yet: each is sent whole at its
+last chunk's arrival (wait-for-all), and the results' meta says so (``streamed``)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 from dataclasses import dataclass
 
@@ -26,6 +30,7 @@ class TurnPlan:
     output_ids: list[int]
     tool: ToolCallRecord | None  # None: the turn answers without calling a tool (or ends the program)
     tool_wait_s: float
+    chunk_wait_s: float | None = None  # a streamed turn: its last chunk arrives this long after its start
 
 
 async def replay_program(services: ProgramServices, plan: list[TurnPlan], t0: float) -> list[TurnRecord]:
@@ -35,15 +40,19 @@ async def replay_program(services: ProgramServices, plan: list[TurnPlan], t0: fl
         history = history + turn.append_ids
         last = ti == len(plan) - 1
         submitted = time.time() - t0
+        sent = None
+        if turn.chunk_wait_s is not None:  # wait-for-all: the whole prompt once its last chunk is in
+            await asyncio.sleep(turn.chunk_wait_s)
+            sent = time.time() - t0
         outs = await services.llm.complete(Request(
             prompt_token_ids=history, program_id=services.program_id, turn=ti, is_last_turn=last,
             sampling=SamplingParams(max_tokens=len(turn.output_ids), forced_output_ids=turn.output_ids)))
         m = outs[-1].metrics
-        first = submitted + (m.ttft or 0.0)
+        first = (submitted if sent is None else sent) + (m.ttft or 0.0)
         records.append(TurnRecord(services.program_id, ti, submitted, first, first + (m.decode_time or 0.0),
                                   m.prompt_tokens, m.prefix_hit_tokens, m.output_tokens,
                                   turn.tool.name if turn.tool else None,
-                                  turn.tool_wait_s, m.preemptions))
+                                  turn.tool_wait_s, m.preemptions, last_chunk_s=sent))
         history = history + [t for o in outs for t in o.token_ids]
         if not last and turn.tool is not None:  # a turn may answer without calling a tool
             await services.llm.tool_hint(services.program_id, [tool_key(turn.tool.name, turn.tool.arguments)])
@@ -59,13 +68,18 @@ def _plan(feeder: TurnFeeder, pi: int, time_scale: float) -> list[TurnPlan]:
     turns = feeder.trace.programs[pi].turns
     tools = [t.tool for t in turns[:-1]] + [None]  # the last turn's call (if any) ends the program, as in sim
     return [TurnPlan(list(t.append_token_ids), list(t.output_token_ids), tool,
-                     tool.duration_s * time_scale if tool else 0.0) for t, tool in zip(turns, tools)]
+                     tool.duration_s * time_scale if tool else 0.0,
+                     None if t.append_chunks is None else t.append_chunks[-1].time_s * time_scale)
+            for t, tool in zip(turns, tools)]
 
 
 def replay_real(feeder: TurnFeeder, policy: PolicyPreset, settings: ReplaySettings, model: str = "default") -> ReplayRun:
     """Replay the trace through a fresh ``Runtime`` whose engine runs ``policy``."""
     started = time.perf_counter()
     _check_fits(feeder, model)
+    if feeder.trace.streamed_turns:
+        print(f"note: real mode does not stream prompts yet: {feeder.trace.streamed_turns} streamed turns are "
+              "sent whole at their last chunk's arrival (wait-for-all)", file=sys.stderr)
     engine = dict(policy=policy.name, host_kv_blocks=settings.host_kv_blocks, num_kv_blocks=settings.kv_blocks,
                   block_size=settings.block_size, max_num_batched_tokens=settings.max_num_batched_tokens,
                   max_num_seqs=settings.max_num_seqs)

@@ -8,7 +8,9 @@ output token; the turn structure and tools are kept). A scaled trace is
 count-only: real text and token ids are dropped, because cutting text to a
 fraction of its tokens gives neither the real prompt nor a consistent one; call
 ``tokenize.synthetic_token_ids`` for concrete ids. At token scale 1 everything is
-kept. Time scaling multiplies tool durations and arrival times. Both scales are
+kept. Time scaling multiplies tool durations and arrival times. A streamed turn's chunk
+arrivals (``append_chunks``) scale with it: counts by the token scale, times by the time
+scale (``chunks.rescale_chunks``). Both scales are
 recorded (multiplied into any earlier ones) in ``trace.meta``.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .chunks import rescale_chunks
 from .trace import Program, Trace, TraceError
 
 
@@ -87,5 +90,8 @@ def _scale_program(p: Program, s: float, time_scale: float) -> Program:
                    "append_messages": None, "append_token_ids": None, "output_text": None, "output_token_ids": None}
         if t.tool is not None and time_scale != 1.0:
             upd["tool"] = t.tool.model_copy(update={"duration_s": t.tool.duration_s * time_scale})
+        if t.append_chunks is not None and (s != 1.0 or time_scale != 1.0):
+            upd["append_chunks"] = rescale_chunks(t.append_chunks, upd.get("append_tokens", t.append_tokens),
+                                                  time_scale)
         turns.append(t.model_copy(update=upd) if upd else t)
     return p.model_copy(update={"turns": turns, "arrival_s": p.arrival_s * time_scale})

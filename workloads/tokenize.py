@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .chunks import rescale_chunks
 from .trace import Trace
 
 CHARS_PER_TOKEN = 4.0  # rough English/code average for BPE tokenizers; only a stand-in
@@ -89,6 +90,8 @@ def tokenize_trace(trace: Trace, tokenizer: Any) -> Trace:
             if t.append_messages is not None:
                 a = next(ids)
                 upd.update(append_token_ids=a, append_tokens=len(a))
+                if t.append_chunks is not None:  # counted before tokenizing: the same shape at the real count
+                    upd["append_chunks"] = rescale_chunks(t.append_chunks, len(a))
             if t.output_text is not None:
                 o = next(ids) or [eos if eos is not None else 0]
                 upd.update(output_token_ids=o, output_tokens=len(o))

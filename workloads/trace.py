@@ -10,6 +10,12 @@ a crash later in a replay): a turn appends and outputs at most ``MAX_TURN_TOKENS
 (10**7) tokens each, a program's whole context is at most ``MAX_PROGRAM_TOKENS``
 (10**8), token ids are in ``[0, 2**31)``, times are finite, and JSON nests at most
 ``MAX_JSON_DEPTH`` (100) levels (``NaN``/``Infinity`` are not JSON here).
+
+Streamed turns (Stream2LLM): a turn may carry ``append_chunks``, the arrivals of its
+appended tokens over time (``ChunkArrival``: ``time_s`` after the turn's start, ``op``
+``append`` or ``replace``, ``tokens`` the streamed part's length after it, ``keep_tokens``
+for a replace). Absent, the turn's tokens arrive at once, as in every trace before them.
+``workloads/chunks.py`` derives their token ids and synthesizes them.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -27,6 +33,7 @@ MAX_TURN_TOKENS = 10**7  # per turn, appended and output each: far past any mode
 MAX_PROGRAM_TOKENS = 10**8  # a program's whole context (every turn's appended + output tokens)
 MAX_TOKEN_ID = 2**31 - 1
 MAX_JSON_DEPTH = 100  # nesting levels of a JSON value (trajectories use about 10)
+MAX_TURN_CHUNKS = 10_000  # chunk arrivals per streamed turn (Stream2LLM's shapes use 8-32)
 
 
 class TraceError(ValueError):
@@ -122,12 +129,71 @@ class ToolCallRecord(BaseModel):
 TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]
 
 
+class ChunkArrival(BaseModel):
+    """One arrival of a streamed turn's appended tokens.
+
+    ``time_s`` is seconds after the turn's start (the previous tool's return); ``tokens`` is the
+    streamed part's length after this arrival. ``append`` extends the streamed part; ``replace``
+    revises it (a re-rank): its first ``keep_tokens`` tokens are the previous streamed part's,
+    the rest is new. E.g. ``{"time_s": 0.4, "op": "replace", "tokens": 120, "keep_tokens": 30}``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    time_s: float = Field(ge=0, allow_inf_nan=False)
+    op: Literal["append", "replace"]
+    tokens: int = Field(ge=1, le=MAX_TURN_TOKENS)
+    keep_tokens: int | None = Field(default=None, ge=0, le=MAX_TURN_TOKENS,
+                                    description="replace only: the common prefix with the previous streamed part")
+
+    @model_validator(mode="after")
+    def _keep_fits(self) -> "ChunkArrival":
+        if self.op == "append" and self.keep_tokens is not None:
+            raise ValueError("keep_tokens: only a replace keeps a prefix (an append keeps everything)")
+        if self.op == "replace":
+            if self.keep_tokens is None:
+                raise ValueError("keep_tokens: a replace must say how many tokens it keeps")
+            if self.keep_tokens > self.tokens:
+                raise ValueError(f"keep_tokens: {self.keep_tokens} is more than the {self.tokens} tokens "
+                                 "the streamed part has after the replace")
+        return self
+
+
+def check_chunks(chunks: list[ChunkArrival], append_tokens: int) -> None:
+    """ValueError naming the arrival and field when ``chunks`` can't describe a turn appending
+    ``append_tokens`` tokens: times must not decrease, an append must add tokens, a replace keep
+    at most what was there, the last arrival leave ``append_tokens``, and the tokens the
+    arrivals carry (an append its new ones, a replace its revised part) stay within
+    ``MAX_PROGRAM_TOKENS``."""
+    prev_t, prev_n, carried = 0.0, 0, 0
+    for i, c in enumerate(chunks):
+        where = f"append_chunks.{i}"
+        if c.time_s < prev_t:
+            raise ValueError(f"{where}.time_s: {c.time_s} is before the previous arrival's {prev_t} "
+                             "(arrival times must not decrease)")
+        if c.op == "append" and c.tokens <= prev_n:
+            raise ValueError(f"{where}.tokens: an append must grow the streamed part past {prev_n} tokens, "
+                             f"got {c.tokens}")
+        if c.op == "replace" and c.keep_tokens > prev_n:
+            raise ValueError(f"{where}.keep_tokens: {c.keep_tokens} is more than the {prev_n} tokens "
+                             "streamed before it")
+        carried += c.tokens - (prev_n if c.op == "append" else c.keep_tokens)
+        prev_t, prev_n = c.time_s, c.tokens
+    if prev_n != append_tokens:
+        raise ValueError(f"append_chunks.{len(chunks) - 1}.tokens: the last arrival leaves {prev_n} tokens, "
+                         f"but the turn appends append_tokens={append_tokens}")
+    if carried > MAX_PROGRAM_TOKENS:
+        raise ValueError(f"append_chunks: the arrivals carry {carried} tokens, over {MAX_PROGRAM_TOKENS}")
+
+
 class Turn(BaseModel):
     """One LLM call of a program, and the tool call that followed it (None on the last turn).
 
     ``append_tokens`` and ``output_tokens`` are always set (each at most ``MAX_TURN_TOKENS``);
     ``append_messages`` and ``output_text`` hold the real text when the source has it, and
-    ``append_token_ids`` / ``output_token_ids`` the tokens once tokenized.
+    ``append_token_ids`` / ``output_token_ids`` the tokens once tokenized. ``append_chunks``
+    (None: all at once) says when the appended tokens arrive; the last arrival's content is
+    the appended tokens (see ``ChunkArrival``, ``check_chunks``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -139,6 +205,7 @@ class Turn(BaseModel):
     output_tokens: int = Field(ge=1, le=MAX_TURN_TOKENS)
     output_token_ids: list[TokenId] | None = Field(default=None, max_length=MAX_TURN_TOKENS)
     tool: ToolCallRecord | None = None
+    append_chunks: list[ChunkArrival] | None = Field(default=None, min_length=1, max_length=MAX_TURN_CHUNKS)
 
     @model_validator(mode="after")
     def _ids_match_counts(self) -> "Turn":
@@ -146,6 +213,8 @@ class Turn(BaseModel):
             raise ValueError("append_token_ids must have append_tokens entries")
         if self.output_token_ids is not None and len(self.output_token_ids) != self.output_tokens:
             raise ValueError("output_token_ids must have output_tokens entries")
+        if self.append_chunks is not None:
+            check_chunks(self.append_chunks, self.append_tokens)
         return self
 
 
@@ -177,6 +246,11 @@ class Trace(BaseModel):
 
     programs: list[Program]
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def streamed_turns(self) -> int:
+        """Turns whose appended tokens arrive in chunks (``append_chunks``)."""
+        return sum(t.append_chunks is not None for p in self.programs for t in p.turns)
 
     def save(self, path: str | Path) -> Path:
         """Write JSON lines: a ``{"trace_meta": ...}`` header, then one program per line."""
