@@ -2,14 +2,17 @@
 
 Open-loop Poisson queries at three rates; each query's context (real text:
 passages of a SWE-bench agent trajectory shipped in the package) arrives in
-8-32 chunks over 1.5-3 s, as ``append`` (crawler) or ``update`` (re-ranked
-vector search) schedules (``chunk_arrivals.py``). Arms, each on a fresh engine
-over the same weights, one at a time: ``streaming`` opens the prompt at query
-arrival and appends / replaces chunks as they come, sealing at the last one;
-``wait`` sends the final prompt whole at the last chunk's arrival. Then both
-again at the highest rate with a KV pool of 40% of the unpressured peak.
+8-32 chunks within a few seconds (``--duration``), as ``append`` (crawler) or
+``update`` (re-ranked vector search) schedules (``chunk_arrivals.py``). Arms,
+each on a fresh engine over the same weights, one at a time: ``streaming`` opens
+the prompt at query arrival and appends / replaces chunks as they come, sealing
+at the last one; ``wait`` sends the final prompt whole at the last chunk's
+arrival. Then both again at the highest rate with a KV pool of 40% of the
+unpressured peak. Each run reports how busy the engine was (its step time over
+the run's span): streaming hides prefill in the idle time between arrivals, so
+its gain shrinks as that share nears 1.
 
-    tether bench streaming --json [--queries 6] [--rates 0.5,1,2] [--out DIR]
+    tether bench streaming --json [--queries 6] [--rates 0.05,0.1,0.2] [--passage-words 60] [--out DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from tether.engine.chunk_arrivals import StreamedQuery, corpus_passages, synth_queries
 from tether.engine.config import EngineConfig
-from tether.engine.cpu_tuning import cpu_model
+from tether.engine.cpu_tuning import cpu_info
 from tether.engine.engine import Engine
 from tether.engine.model_loader import load_model
 from tether.engine.request import Request
@@ -76,15 +79,16 @@ def _record(m, t0: float, t_last: float) -> dict:
 
 
 async def _run_arm(arm: str, loaded, queries: list[StreamedQuery], sp: SamplingParams, blocks: int | None,
-                   policy: str = "fcfs", min_chunk: int = 1) -> dict:
-    engine = Engine(EngineConfig(num_kv_blocks=blocks, max_num_batched_tokens=256, queue_policy=policy,
-                                 stream_min_chunk=min_chunk), hf_model=loaded.hf_model, tokenizer=loaded.tokenizer)
+                   policy: str = "fcfs", min_chunk: int = 1, budget: int | None = None) -> dict:
+    budget = {} if budget is None else {"max_num_batched_tokens": budget}  # None: the engine's default
+    engine = Engine(EngineConfig(num_kv_blocks=blocks, queue_policy=policy, stream_min_chunk=min_chunk, **budget),
+                    hf_model=loaded.hf_model, tokenizer=loaded.tokenizer)
     peak = 0
 
     async def watch():
         nonlocal peak
         while True:
-            peak = max(peak, engine.core.pool.num_used - engine.core.pool.num_cached_free)
+            peak = max(peak, engine.core.pool.num_used)  # blocks held (cached free ones are not)
             await asyncio.sleep(0.005)
 
     watcher = asyncio.get_running_loop().create_task(watch())
@@ -104,7 +108,10 @@ async def _run_arm(arm: str, loaded, queries: list[StreamedQuery], sp: SamplingP
             "output_tokens": tokens, "span_s": span, "output_tokens_per_s": tokens / span,
             "invalidated_tokens": sum(r["invalidated_tokens"] for r in recs),
             "preemptions": engine.core.scheduler.counters["preemptions"], "peak_kv_blocks": peak,
-            "kv_blocks": engine.core.pool.num_blocks, "prompt_tokens_max": max(r["prompt_tokens"] for r in recs)}
+            "kv_blocks": engine.core.pool.num_blocks, "prompt_tokens_max": max(r["prompt_tokens"] for r in recs),
+            "prompt_tokens_mean": statistics.mean(r["prompt_tokens"] for r in recs),
+            # How loaded the engine was: its steps' time over the run's span (1.0: never idle).
+            "engine_busy_share": engine.core.counters["step_busy_s"] / span}
 
 
 def _compare(s: dict, w: dict) -> dict:
@@ -116,20 +123,32 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="tether bench streaming")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--queries", type=int, default=6, help="queries per rate and trace kind")
-    ap.add_argument("--rates", default="0.5,1,2", help="query arrival rates (per s), comma-separated")
+    ap.add_argument("--rates", default="0.05,0.1,0.2",
+                    help="query arrival rates (per s), comma-separated; pick them for the machine: on a 2-core CPU "
+                         "a 2K-token context takes seconds to prefill, so 0.2/s already keeps the engine busy")
+    ap.add_argument("--passage-words", type=int, default=60,
+                    help="words per retrieved chunk (60: ~80 tokens; 8-32 chunks make ~0.6-2.6K-token contexts)")
+    ap.add_argument("--duration", default="3,6", help="the last chunk arrives within a time drawn from LO,HI s")
+    ap.add_argument("--budget", type=int, help="max_num_batched_tokens of both arms (default: the engine's)")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--pressure", type=float, default=0.4, help="pool size in the pressure run, share of the peak")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--min-chunk", type=int, default=64,
-                    help="prefill an open prompt once this many tokens wait (1: every chunk on arrival)")
+    ap.add_argument("--min-chunk", type=int, default=1,
+                    help="prefill an open prompt once this many tokens wait (1, the engine's default: every chunk "
+                         "on arrival)")
     ap.add_argument("--queue-policy", default="fcfs", help="both arms' queue policy (fcfs, lcas, mcps, ...)")
     ap.add_argument("--out", type=Path, help="also write result.json here")
     args = ap.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
+    lo, hi = (float(x) for x in args.duration.split(","))
     loaded = load_model("default")
     text = (Path(__file__).with_name("bench_data") / "agent-trajectories.txt").read_text()
-    passages = corpus_passages(text, words=10)  # 8-32 chunks: ~110-450 context tokens per query
+    passages = corpus_passages(text, words=args.passage_words)
     sp = SamplingParams(max_tokens=args.max_tokens, temperature=0, ignore_eos=True)
+    arm_opts = dict(policy=args.queue_policy, min_chunk=args.min_chunk, budget=args.budget)
+
+    def queries(kind: str, rate: float) -> list[StreamedQuery]:
+        return synth_queries(kind, rate, args.queries, passages, seed=args.seed, duration_s=(lo, hi))
 
     def log(msg: str) -> None:
         print(f"[bench streaming] {msg}", file=sys.stderr, flush=True)
@@ -139,20 +158,19 @@ def main(argv: list[str] | None = None) -> dict:
         await _run_arm("wait", loaded, synth_queries("append", 1.0, 1, passages, seed=99), sp, None)  # warm-up
         for kind in ("append", "update"):
             for rate in rates:
-                qs = synth_queries(kind, rate, args.queries, passages, seed=args.seed)
-                arms = {arm: await _run_arm(arm, loaded, qs, sp, None, args.queue_policy, args.min_chunk) for arm in ("streaming", "wait")}
-                runs[f"{kind}@{rate:g}"] = _compare(arms["streaming"], arms["wait"])
-                log(f"{kind} @ {rate:g}/s: speed-up {runs[f'{kind}@{rate:g}']['ttft_after_last_chunk_speedup']:.2f}x, "
-                    f"throughput ratio {runs[f'{kind}@{rate:g}']['throughput_ratio']:.3f}")
+                qs = queries(kind, rate)
+                arms = {arm: await _run_arm(arm, loaded, qs, sp, None, **arm_opts) for arm in ("streaming", "wait")}
+                r = runs[f"{kind}@{rate:g}"] = _compare(arms["streaming"], arms["wait"])
+                log(f"{kind} @ {rate:g}/s: speed-up {r['ttft_after_last_chunk_speedup']:.2f}x, throughput ratio "
+                    f"{r['throughput_ratio']:.3f}, engine busy {r['wait']['engine_busy_share']:.0%} (wait-for-all)")
         pressure = {}
         rate = max(rates)
         for kind in ("append", "update"):
             r = runs[f"{kind}@{rate:g}"]
             peak = max(r["streaming"]["peak_kv_blocks"], r["wait"]["peak_kv_blocks"])
-            qs = synth_queries(kind, rate, args.queries, passages, seed=args.seed)
             need = -(-(r["wait"]["prompt_tokens_max"] + args.max_tokens) // 16) + 1  # the largest request fits
             blocks = max(int(args.pressure * peak), need)
-            arms = {arm: await _run_arm(arm, loaded, qs, sp, blocks, args.queue_policy, args.min_chunk)
+            arms = {arm: await _run_arm(arm, loaded, queries(kind, rate), sp, blocks, **arm_opts)
                     for arm in ("streaming", "wait")}
             c = _compare(arms["streaming"], arms["wait"])
             c.update(unpressured_peak_kv_blocks=peak, kv_blocks=blocks,
@@ -169,8 +187,10 @@ def main(argv: list[str] | None = None) -> dict:
     runs = res["runs"].values()
     s50 = statistics.median(r["streaming"]["ttft_after_last_chunk_p50_s"] for r in runs)
     w50 = statistics.median(r["wait"]["ttft_after_last_chunk_p50_s"] for r in runs)
-    result = {"benchmark": "streaming-prefill", "cpu": cpu_model(), "model": "SmolLM2-135M-Instruct",
-              "queries_per_run": args.queries, "queue_policy": args.queue_policy, "min_chunk": args.min_chunk, "rates_per_s": rates, "max_tokens": args.max_tokens,
+    result = {"benchmark": "streaming-prefill", **cpu_info(), "model": "SmolLM2-135M-Instruct",
+              "queries_per_run": args.queries, "queue_policy": args.queue_policy, "min_chunk": args.min_chunk,
+              "rates_per_s": rates, "passage_words": args.passage_words, "duration_s": [lo, hi],
+              "budget": args.budget, "max_tokens": args.max_tokens,
               "ttft_after_last_chunk_speedup": w50 / s50,
               "throughput_ratio": sum(r["streaming"]["output_tokens_per_s"] for r in runs)
               / sum(r["wait"]["output_tokens_per_s"] for r in runs),
@@ -180,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "result.json").write_text(out + "\n")
     print(out if args.json else f"TTFT after last chunk: {result['ttft_after_last_chunk_speedup']:.2f}x lower "
-          f"streamed; throughput ratio {result['throughput_ratio']:.3f} (CPU: {result['cpu']})")
+          f"streamed; throughput ratio {result['throughput_ratio']:.3f} (CPU: {result['cpu_model']})")
     return result
 
 

@@ -60,6 +60,8 @@ class EngineConfig(BaseModel):
 
     stream_min_chunk: int = Field(default=1, ge=1, description="an open (streamed) prompt is prefilled once this "
                                   "many of its tokens wait (engine/streaming.py)")
+    stream_idle_timeout_s: float = Field(default=120.0, gt=0, description="an open prompt with no append, replace "
+                                         "or seal for this long is aborted and its KV freed (its caller vanished)")
 
     # ---- scheduling: a preset fills what is not given ----
     policy: str = DEFAULT_POLICY

@@ -56,6 +56,7 @@ class EngineCore:
                                  HostTier(host_blocks) if host_blocks else None, config.host_tier)
         self.programs = ProgramTable(config.max_programs)
         self._next_program_expiry = 0.0
+        self._next_open_expiry = 0.0
         self.pins = PinController(self.programs, self.kv, TTL_RULES.get(config.pin_policy).from_config(config),
                                   EmpiricalPredictor(), self.clock, self.events, runner)
         policy = QUEUE_POLICIES.get(config.queue_policy).from_config(config, self.clock, self.programs)
@@ -65,7 +66,8 @@ class EngineCore:
         self.seqs: dict[str, Sequence] = {}
         self.lock = threading.RLock()
         self.counters = {"requests": 0, "finished": 0, "aborted": 0, "prompt_tokens": 0, "programs_ended": 0,
-                         "programs_expired": 0, "invalidated_tokens": 0}
+                         "programs_expired": 0, "invalidated_tokens": 0, "open_prompts_expired": 0,
+                         "step_busy_s": 0.0}
         self.finished_metrics: list = []
 
     def add_listener(self, listener: Listener) -> None:
@@ -144,6 +146,26 @@ class EngineCore:
     def _now(self, now: float | None) -> float:
         return self.clock.now() if now is None else now
 
+    def expire_open_prompts(self) -> list[RequestOutput]:
+        """Abort open prompts untouched for ``stream_idle_timeout_s``: a caller that vanished
+        mid-stream (a killed client or actor) must not hold KV blocks forever. Returns their outputs."""
+        with self.lock:
+            now = self.clock.now()
+            if now < self._next_open_expiry:
+                return []
+            self._next_open_expiry = now + 1.0  # a scan a second at most
+            idle = [s for s in self.seqs.values() if s.prompt_open and now - (
+                s.metrics.last_chunk_time or s.arrival_time) > self.config.stream_idle_timeout_s]
+            outs = []
+            for seq in idle:
+                self.counters["open_prompts_expired"] += 1
+                outs.append(self._finish(seq, "abort", error=f"streamed prompt idle for more than "
+                                         f"{self.config.stream_idle_timeout_s:g} s (no append, replace or seal)"))
+            return outs
+
+    def has_open_prompts(self) -> bool:
+        return any(s.prompt_open for s in self.seqs.values())
+
     def _open_seq(self, request_id: str) -> Sequence:
         seq = self.seqs.get(request_id)
         if seq is None:
@@ -203,34 +225,45 @@ class EngineCore:
     def step(self) -> list[RequestOutput]:
         """Schedule and run one batch; returns the outputs it produced."""
         with self.lock:
-            self._expire_programs()
-            batch = self.scheduler.schedule()
+            # Busy time on the engine's clock (virtual in a simulated replay): what a sim-vs-real
+            # comparison splits a run's time into, next to the idle gaps between steps.
+            started = self.clock.now()
             try:
-                if batch.swap_out or batch.swap_in:
-                    self.runner.swap(batch.swap_out, batch.swap_in)
-            except Exception as e:  # blocks the step reads were not loaded: fail what is in flight
-                return self._fail_all(f"engine step failed: {type(e).__name__}: {e}")
-            if not batch.seqs:
-                return []
-            t0 = time.perf_counter()
-            ran, results, failed = execute_isolating(self.runner, batch)
-            if self.events.active:
-                self.events.emit("step", self.clock.now(), new_tokens=list(ran.num_new_tokens),
-                                 context=[s.num_computed_tokens + n for s, n in zip(ran.seqs, ran.num_new_tokens)],
-                                 duration_s=time.perf_counter() - t0)
-            outputs = [self._finish(seq, "error", error=f"this request failed the engine step: "
-                                    f"{type(e).__name__}: {e}") for seq, e in failed]
-            sampled = self.scheduler.update_from_output(ran, results)
-            if self.reuse.enabled:
-                self.reuse.after_step(ran.seqs)
-            for seq, res in sampled:
-                lps = [res.logprobs] if res.logprobs is not None else None
-                reason = stop_reason(seq, res.token_id, self.eos_token_ids)
-                if reason is not None:
-                    outputs.append(self._finish(seq, reason, [res.token_id], lps))
-                else:
-                    outputs.append(RequestOutput(seq.request_id, [res.token_id], "", logprobs=lps))
-            return outputs
+                return self._step()
+            finally:
+                self.counters["step_busy_s"] += self.clock.now() - started
+
+    def _step(self) -> list[RequestOutput]:
+        """One step: schedule, swap host-tier blocks, run the batch, apply the results."""
+        self._expire_programs()
+        expired = self.expire_open_prompts()
+        batch = self.scheduler.schedule()
+        try:
+            if batch.swap_out or batch.swap_in:
+                self.runner.swap(batch.swap_out, batch.swap_in)
+        except Exception as e:  # blocks the step reads were not loaded: fail what is in flight
+            return expired + self._fail_all(f"engine step failed: {type(e).__name__}: {e}")
+        if not batch.seqs:
+            return expired
+        t0 = time.perf_counter()
+        ran, results, failed = execute_isolating(self.runner, batch)
+        if self.events.active:
+            self.events.emit("step", self.clock.now(), new_tokens=list(ran.num_new_tokens),
+                             context=[s.num_computed_tokens + n for s, n in zip(ran.seqs, ran.num_new_tokens)],
+                             duration_s=time.perf_counter() - t0)
+        outputs = expired + [self._finish(seq, "error", error=f"this request failed the engine step: "
+                                          f"{type(e).__name__}: {e}") for seq, e in failed]
+        sampled = self.scheduler.update_from_output(ran, results)
+        if self.reuse.enabled:
+            self.reuse.after_step(ran.seqs)
+        for seq, res in sampled:
+            lps = [res.logprobs] if res.logprobs is not None else None
+            reason = stop_reason(seq, res.token_id, self.eos_token_ids)
+            if reason is not None:
+                outputs.append(self._finish(seq, reason, [res.token_id], lps))
+            else:
+                outputs.append(RequestOutput(seq.request_id, [res.token_id], "", logprobs=lps))
+        return outputs
 
     def _finish(self, seq: Sequence, reason: str, new_ids: list[int] | None = None, logprobs=None,
                 error: str | None = None) -> RequestOutput:

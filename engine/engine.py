@@ -336,11 +336,13 @@ class Engine:
                 self._apply_pending()
             if not self.core.has_work():
                 self._wake.clear()
-                timeout = 0.25 if self.core.programs.pinned() else None  # pins expire even when idle
+                # Pins expire even when idle, and so do open prompts whose caller went away.
+                timeout = 0.25 if self.core.programs.pinned() else 1.0 if self.core.has_open_prompts() else None
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except asyncio.TimeoutError:
                     self.core.expire_pins()
+                    self._deliver(self.core.expire_open_prompts())
                 continue
             try:
                 outputs = await loop.run_in_executor(self._executor, self.core.step)

@@ -305,3 +305,77 @@ def test_open_prompt_waits_for_a_minimum_chunk_then_seal_flushes_the_rest(tiny_m
     core.seal_prompt("m")
     _assert_same(run_all(core)["m"], _whole(tiny_model, final, sp))
     core.check_no_leaks()
+
+
+def test_open_prompt_untouched_past_the_idle_timeout_is_aborted_and_freed(tiny_model):
+    from tether.engine.clock import VirtualClock
+
+    clock = VirtualClock()
+    core = make_core(tiny_model, clock=clock, num_kv_blocks=32, enable_prefix_caching=False,
+                     stream_idle_timeout_s=30.0)
+    core.open_request(req("gone", _prompt(40, 8), greedy(4)))
+    core.open_request(req("live", _prompt(20, 9), greedy(4)))
+    _steps(core, 3)
+    clock.set(25.0)
+    core.append_prompt("live", [7, 8])  # touched: its idle time starts again
+    clock.set(31.0)
+    outs = core.expire_open_prompts()
+    assert [(o.request_id, o.finish_reason) for o in outs] == [("gone", "abort")]
+    assert "idle for more than 30 s" in outs[0].error
+    assert "live" in core.seqs and core.stats()["open_prompts_expired"] == 1
+    clock.set(56.0)
+    core.seal_prompt("live")  # sealed prompts never expire: they finish on their own
+    clock.set(500.0)
+    assert core.expire_open_prompts() == []
+    assert len(run_all(core)["live"][-1].token_ids) >= 1
+    core.check_no_leaks()
+    assert core.pool.num_free == 32
+
+
+def test_engine_aborts_a_stream_its_caller_abandoned(tiny_model):
+    async def run():
+        engine = Engine(EngineConfig(num_kv_blocks=32, stream_idle_timeout_s=0.3), hf_model=tiny_model)
+        try:
+            stream = engine.open(req("left", _prompt(30, 10), greedy(3)))
+            await stream.append([5, 6])
+            for _ in range(100):  # the idle loop checks once a second
+                if "left" not in engine.core.seqs:
+                    break
+                await asyncio.sleep(0.05)
+            outs = await _collect(stream)
+            engine.core.check_no_leaks()
+            return outs, engine.core.pool.num_used
+        finally:
+            await engine.close()
+
+    outs, held = asyncio.run(run())
+    assert outs[-1].finish_reason == "abort" and "idle" in outs[-1].error
+    assert held == 0
+
+
+def test_open_prompt_whose_cache_hit_leaves_only_its_held_back_token_is_not_work():
+    """Admission skips such a prompt (nothing to compute before its next chunk), so has_work must
+    say no: else a step loop spins on empty steps (and a simulated clock never advances)."""
+    from tether.engine import Request, SamplingParams
+    from tether.engine.clock import VirtualClock
+    from tether.engine.latency_profile import LatencyProfile
+    from tether.engine.sim_runner import build_simulated_core
+
+    clock = VirtualClock()
+    profile = LatencyProfile(name="t", base_s=0.005, per_seq_s=1e-4, per_token_s=2e-4, per_attn_s=1e-8)
+    core = build_simulated_core(EngineConfig(num_kv_blocks=64), profile, clock)
+    sp = SamplingParams(max_tokens=2, forced_output_ids=[5, 6])
+    ids = list(range(100, 133))  # 33 tokens: two full blocks get cached
+    core.add_request(Request(request_id="a", prompt_token_ids=ids, sampling=sp))
+    while core.has_work():
+        core.step()
+    core.open_request(Request(request_id="b", prompt_token_ids=ids, sampling=sp))  # 32 cached + 1 held back
+    assert not core.has_work()
+    core.append_prompt("b", [7, 8, 9])
+    assert core.has_work()
+    core.seal_prompt("b")
+    done = []
+    while core.has_work():
+        done += [o for o in core.step() if o.finished]
+    assert [o.request_id for o in done] == ["b"] and done[0].metrics.prefix_hit_tokens == 32
+    core.check_no_leaks()
