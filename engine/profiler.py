@@ -7,6 +7,7 @@ import random
 import time
 
 from tether.engine.config import EngineConfig
+from tether.engine.cpu_tuning import cpu_info
 from tether.engine.engine import Engine
 from tether.engine.latency_profile import LatencyProfile, StepShape
 from tether.engine.progress import progress
@@ -27,7 +28,7 @@ def measure_profile(config: EngineConfig, seed: int = 0, rounds: int = 3) -> Lat
     prof = LatencyProfile.fit(shapes, times, name=name)
     prof.copy_s_per_block = _copy_s_per_block(runner)
     prof.meta.update(model=config.model, device=config.device, dtype=config.dtype,
-                     max_num_batched_tokens=config.max_num_batched_tokens)
+                     max_num_batched_tokens=config.max_num_batched_tokens, **cpu_info())  # a profile is this CPU's
     return prof
 
 

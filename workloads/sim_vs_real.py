@@ -42,6 +42,24 @@ def compare(real: dict[str, dict], sim: dict[str, dict]) -> dict:
     return {"per_policy": per_policy, "ratios": ratios}
 
 
+ENGINE = [("step_busy_s", "engine busy (s)"), ("steps", "steps"), ("computed_tokens", "computed tokens"),
+          ("preemptions", "preemptions")]
+
+
+def engine_breakdown(real: dict[str, dict], sim: dict[str, dict]) -> dict:
+    """Per policy, the engines' own counters in both modes (``engine_stats`` of results.json): what
+    splits a JCT error into the step-time model (busy time for the same steps and tokens) and the
+    rest (scheduling that diverged: other steps, preemptions; time outside steps).
+
+        >>> engine_breakdown({"a": {"steps": 10}}, {"a": {"steps": 11}})["a"]["steps"]["error"]
+        0.1
+    """
+    return {policy: {key: {"real": real[policy].get(key), "sim": sim.get(policy, {}).get(key),
+                           "error": _err(sim.get(policy, {}).get(key), real[policy].get(key))}
+                     for key, _ in ENGINE if key in real[policy]}
+            for policy in real}
+
+
 def _err(sim: float | None, real: float | None) -> float | None:
     if sim is None or real is None or real == 0:
         return None
@@ -62,6 +80,13 @@ def markdown(cmp: dict, title: str = "") -> str:
         lines += ["", "| policy | mean-JCT ratio vs | real | sim | ratio error |", "|---|---|---|---|---|"]
         for policy, r in cmp["ratios"].items():
             lines.append(f"| {policy} | {r['vs']} | {r['real']:.3f}x | {r['sim']:.3f}x | {pct(r['error'])} |")
+    if cmp.get("engine"):
+        lines += ["", "| policy | engine counter | real | sim | sim error |", "|---|---|---|---|---|"]
+        for policy, counters in cmp["engine"].items():
+            for key, label in ENGINE:
+                if key in counters and counters[key]["sim"] is not None:
+                    c = counters[key]
+                    lines.append(f"| {policy} | {label} | {c['real']:,.1f} | {c['sim']:,.1f} | {pct(c['error'])} |")
     return "\n".join(lines)
 
 
@@ -92,6 +117,8 @@ def write_comparison(out: str | Path, real: dict, sim: dict, meta: dict | None =
     """Compare two results dicts (``write_results``'s), write sim_vs_real.{json,md,png} into ``out``."""
     out = Path(out)
     cmp = compare(real["policies"], sim["policies"])
+    if real.get("engine_stats") and sim.get("engine_stats"):
+        cmp["engine"] = engine_breakdown(real["engine_stats"], sim["engine_stats"])
     cmp["meta"] = {**(meta or {}), "cpu": real["meta"].get("cpu"), "profile": sim["meta"].get("profile"),
                    "settings": real["meta"].get("settings")}
     (out / "sim_vs_real.json").write_text(json.dumps(cmp, indent=2))

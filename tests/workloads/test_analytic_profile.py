@@ -88,3 +88,18 @@ def test_sim_vs_real_errors_and_ratio_errors(tmp_path):
     json.dumps(cmp)
     with pytest.raises(ValueError, match="different policies"):
         compare(real, {"baseline": sim["baseline"]})
+
+
+def test_sim_vs_real_reports_engine_busy_time_beside_the_errors(tmp_path):
+    from tether.workloads.sim_vs_real import write_comparison
+
+    pol = {"baseline": {"jct_mean": 100.0, "jct_p99": 200.0, "ttft_mean": 2.0, "ttft_p99": 8.0}}
+    real = {"policies": pol, "meta": {"cpu": "x"},
+            "engine_stats": {"baseline": {"step_busy_s": 160.0, "steps": 1000, "computed_tokens": 4000,
+                                          "preemptions": 3}}}
+    sim = {"policies": pol, "meta": {"profile": "p"},
+           "engine_stats": {"baseline": {"step_busy_s": 144.0, "steps": 1010, "computed_tokens": 4000,
+                                         "preemptions": 3}}}
+    cmp = write_comparison(tmp_path, real, sim)
+    assert cmp["engine"]["baseline"]["step_busy_s"]["error"] == pytest.approx(-0.1)
+    assert "| baseline | engine busy (s) | 160.0 | 144.0 | -10.0% |" in (tmp_path / "sim_vs_real.md").read_text()
