@@ -12,7 +12,7 @@ unpressured peak. Each run reports how busy the engine was (its step time over
 the run's span): streaming hides prefill in the idle time between arrivals, so
 its gain shrinks as that share nears 1.
 
-    tether bench streaming --json [--queries 6] [--rates 0.05,0.1,0.2] [--passage-words 60] [--out DIR]
+    tether bench streaming --json [--queries 6] [--rates 0.05,0.1,0.2] [--passage-words 40] [--duration 4,8] [--out DIR]
 """
 
 from __future__ import annotations
@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rates", default="0.05,0.1,0.2",
                     help="query arrival rates (per s), comma-separated; pick them for the machine: on a 2-core CPU "
                          "a 2K-token context takes seconds to prefill, so 0.2/s already keeps the engine busy")
-    ap.add_argument("--passage-words", type=int, default=60,
-                    help="words per retrieved chunk (60: ~80 tokens; 8-32 chunks make ~0.6-2.6K-token contexts)")
-    ap.add_argument("--duration", default="3,6", help="the last chunk arrives within a time drawn from LO,HI s")
+    ap.add_argument("--passage-words", type=int, default=40,
+                    help="words per retrieved chunk (40: ~80 tokens of this corpus; 8-32 chunks make 0.6-2.5K-token contexts)")
+    ap.add_argument("--duration", default="4,8", help="the last chunk arrives within a time drawn from LO,HI s")
     ap.add_argument("--budget", type=int, help="max_num_batched_tokens of both arms (default: the engine's)")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--pressure", type=float, default=0.4, help="pool size in the pressure run, share of the peak")
