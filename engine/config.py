@@ -52,6 +52,9 @@ class EngineConfig(BaseModel):
         "deviating tokens (CacheBlend/RelayCaching), estimate the deviation from anchors (KVCOMM), or off")
     reuse_store_tokens: int = Field(default=16384, ge=0, description="tokens of segment KV kept for reuse")
     reuse_min_tokens: int = Field(default=32, ge=8, description="shortest span worth placing")
+    reuse_min_share: float = Field(default=0.2, ge=0, le=1, description="place nothing when known segments "
+                                   "cover less of the uncached prompt than this: a prompt with placements "
+                                   "prefills on a slower path, which a small placement does not repay")
     reuse_check_layer: int = Field(default=1, ge=1, description="layer where placed tokens' deviation is measured")
     reuse_deviation_ratio: float = Field(default=1.5, gt=0, description="recompute tokens deviating more than "
                                          "this times the mean")

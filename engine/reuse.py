@@ -33,6 +33,7 @@ class KVReuse:
         exact_shift = model is not None and getattr(model, "attention_scaling", 1.0) == 1.0
         self.enabled = self.rule != "off" and runner.supports_reuse and exact_shift
         self.store = SegmentStore(config.reuse_store_tokens, config.reuse_min_tokens)
+        self.min_share = config.reuse_min_share
         self.anchors = AnchorPool() if self.rule == "anchors" else None
         if self.enabled:
             runner.reuse_params = ReuseParams(config.reuse_check_layer, config.reuse_deviation_ratio,
@@ -50,6 +51,8 @@ class KVReuse:
         prompt = seq.token_ids
         # The last prompt token is always computed: its logits sample the first output.
         seq.placements = self.store.match(prompt, hit_tokens, seq.num_prompt_tokens - 1)
+        if sum(pl.length for pl in seq.placements) < self.min_share * (seq.num_prompt_tokens - hit_tokens):
+            seq.placements = []
         for pl in seq.placements:
             if self.anchors is not None:
                 self.anchors.prepare(pl, placeholder(prompt, pl.start))

@@ -214,3 +214,15 @@ def test_a_span_placed_in_part_stores_the_rest(model4):
     core.add_request(req("c", X + right + P, greedy(1)))  # c's prompt holds b's right part
     assert run_all(core)["c"][-1].metrics.reused_tokens == len(right)
     core.check_no_leaks()
+
+
+def test_a_prompt_that_known_segments_barely_cover_is_prefilled_densely(model4):
+    """``reuse_min_share``: 64 known tokens in a 364-token prompt (18%) are not worth the placement path."""
+    long_tail = _ids(7, 300)
+    for share, placed in ((0.2, 0), (0.1, 64)):
+        core = _core(model4, "recompute", reuse_min_share=share)
+        core.add_request(req("a", P + S + X, greedy(2), segment_spans=[(40, 104)]))
+        run_all(core)
+        core.add_request(req("b", P2 + S + long_tail, greedy(2)))
+        assert run_all(core)["b"][-1].metrics.reused_tokens == placed
+        core.check_no_leaks()
