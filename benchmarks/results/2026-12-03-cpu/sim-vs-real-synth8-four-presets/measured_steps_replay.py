@@ -30,7 +30,6 @@ class Timed:
 def build(cfg, profile, clock, **kw):
     core = build_core(cfg, loaded.hf_model, None, clock=clock)
     core.runner = Timed(core.runner, clock)
-    core.scheduler.runner = core.runner if hasattr(core.scheduler, "runner") else None
     return core
 
 rs.build_simulated_core = build
